@@ -1,0 +1,219 @@
+"""The guide's install (GUIDE-SPEC.md, "Install steps"), performed over SSH.
+
+Idempotent: a survey of each node (one command) decides what differs; a node that
+already matches is left alone, and nothing is rebooted when nothing changed.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers import spec
+from helpers.bootstrap import artifacts as artifacts_mod
+from helpers.bootstrap import units as units_mod
+from helpers.bootstrap.steps import StepLog
+from helpers.inventory import Inventory
+from helpers.providers.base import Cluster, Node, Provider
+from helpers.ssh import Connection, SSHError, make_tar
+
+SECTION = "@@k8sconf@@"
+
+
+class BootstrapError(Exception):
+    pass
+
+
+@dataclass
+class NodeState:
+    """What a node holds now, from one survey command."""
+
+    binaries: dict[str, str] = field(default_factory=dict)    # name -> sha256
+    unit_files: dict[str, str] = field(default_factory=dict)  # unit -> sha256
+    enabled: dict[str, str] = field(default_factory=dict)
+    active: dict[str, str] = field(default_factory=dict)
+
+
+def _survey_command(unit_names: list[str]) -> str:
+    names = " ".join(unit_names)
+    return "; ".join([
+        f"cd {spec.BIN_DIR} 2>/dev/null && sha256sum * 2>/dev/null",
+        f"echo {SECTION}",
+        f"cd {spec.UNIT_DIR} && sha256sum {names} 2>/dev/null",
+        f"echo {SECTION}",
+        f"for u in {names}; do echo $u $(systemctl is-enabled $u 2>/dev/null || true); done",
+        f"echo {SECTION}",
+        f"for u in {names}; do echo $u $(systemctl is-active $u 2>/dev/null || true); done",
+    ])
+
+
+def _parse_sums(text: str) -> dict[str, str]:
+    pairs = (line.split(None, 1) for line in text.splitlines() if line.strip())
+    return {Path(name.strip().lstrip("*")).name: digest for digest, name in pairs}
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    pairs = (line.split(None, 1) for line in text.splitlines() if line.strip())
+    return {p[0]: (p[1].strip() if len(p) > 1 else "") for p in pairs}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Bootstrap:
+    def __init__(self, inventory: Inventory, cluster: Cluster, provider: Provider,
+                 connections: dict[str, Connection], log: StepLog, cache: Path):
+        self.inventory, self.cluster, self.provider = inventory, cluster, provider
+        self.connections, self.log, self.cache = connections, log, cache
+        self.machines = [n.private_ip for n in cluster.nodes]
+        self.rendered: dict[str, dict[str, str]] = {}
+        self.changed: set[str] = set()
+        self.binaries: artifacts_mod.BinarySet | None = None
+
+    # -- the steps, in the guide's order -------------------------------------------
+    def run(self) -> dict:
+        started = time.monotonic()
+        with self.log.step("resolve artifacts") as step:
+            self.binaries = artifacts_mod.resolve(self.inventory.artifacts, self.cache)
+            step.attach("checksums", "\n".join(f"{d}  {n}" for n, d in
+                                               sorted(self.binaries.checksums.items())))
+        self._render_units()
+        states = self._each_node("survey", self._survey)
+        self._ship_binaries(states)
+        self._each_node("write unit files", lambda n: self._write_units(n, states[n.name]))
+        self._each_node("systemctl enable", lambda n: self._enable(n, states[n.name]))
+        if self.changed or not self._all_active(states):
+            self._restart_cluster()
+        self._each_node("units settle", self._settle)
+        return {"changed_nodes": sorted(self.changed), "seconds": time.monotonic() - started,
+                "deviations": units_mod.deviations_from_guide(self.inventory),
+                "checksums": self.binaries.checksums, "standins": self.binaries.standins}
+
+    def _each_node(self, name: str, action, nodes: list[Node] | None = None) -> dict:
+        nodes = nodes if nodes is not None else self.cluster.nodes
+
+        def one(node):
+            with self.log.step(name, node.name):
+                return action(node)
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            results = list(pool.map(one, nodes))
+        return {node.name: result for node, result in zip(nodes, results)}
+
+    def _render_units(self) -> None:
+        with self.log.step("render units") as step:
+            for node in self.cluster.nodes:
+                values = units_mod.node_values(self.inventory, self.machines, node.private_ip)
+                self.rendered[node.name] = units_mod.render_for_role(node.role, values)
+            for name, text in self.rendered[self.cluster.master.name].items():
+                step.attach(name, text)
+            for name, (guide, applied) in units_mod.deviations_from_guide(self.inventory).items():
+                step.attach(f"deviation {name}", f"guide: {guide!r}\napplied: {applied!r}")
+
+    def _survey(self, node: Node) -> NodeState:
+        names = [u.name for u in spec.UNITS]
+        out = self.connections[node.name].sudo(_survey_command(names)).stdout
+        parts = (out.split(SECTION) + ["", "", "", ""])[:4]
+        return NodeState(_parse_sums(parts[0]), _parse_sums(parts[1]),
+                         _parse_pairs(parts[2]), _parse_pairs(parts[3]))
+
+    # -- steps 1 and 4: /opt/bin on the first node, then the guide's tar stream -----
+    def _wanted_binaries(self, node: Node) -> dict[str, Path]:
+        return self.binaries.for_role(node.role, self.inventory.bootstrap.ship)
+
+    def _binaries_current(self, node: Node, state: NodeState) -> bool:
+        wanted = self._wanted_binaries(node)
+        return all(state.binaries.get(n) == self.binaries.checksums[n] for n in wanted)
+
+    def _ship_binaries(self, states: dict[str, NodeState]) -> None:
+        first = self.cluster.master
+        if not self._binaries_current(first, states[first.name]):
+            with self.log.step("copy binaries to /opt/bin", first.name):
+                tar = make_tar(self._wanted_binaries(first))
+                self.connections[first.name].send_tar(tar, spec.BIN_DIR, timeout=300)
+                self.changed.add(first.name)
+        stale = [n for n in self.cluster.minions if not self._binaries_current(n, states[n.name])]
+        if stale:
+            self._each_node("ship /opt/bin from the first node", self._ship_from_first, stale)
+            self.changed.update(n.name for n in stale)
+        self._each_node("verify checksums", self._verify_checksums)
+
+    def _ship_from_first(self, node: Node) -> None:
+        names = " ".join(shlex.quote(n) for n in sorted(self._wanted_binaries(node)))
+        tar = self.connections[self.cluster.master.name].run(
+            f"cd {spec.BIN_DIR} && tar -czf - {names} | base64 -w0", timeout=300, check=True)
+        self.connections[node.name].send_tar(base64.b64decode(tar.stdout), spec.BIN_DIR,
+                                             timeout=300)
+
+    def _verify_checksums(self, node: Node) -> None:
+        found = self._survey(node).binaries
+        wrong = [n for n in self._wanted_binaries(node)
+                 if found.get(n) != self.binaries.checksums[n]]
+        if wrong:
+            raise BootstrapError(f"{node.name}: checksum mismatch in {spec.BIN_DIR} for "
+                                 f"{', '.join(wrong)}")
+
+    # -- steps 5 and 6: unit files and systemctl enable ---------------------------------
+    def _write_units(self, node: Node, state: NodeState) -> None:
+        connection = self.connections[node.name]
+        for name, text in self.rendered[node.name].items():
+            if state.unit_files.get(name) != _sha(text):
+                connection.put(text.encode(), f"{spec.UNIT_DIR}/{name}")
+                self.changed.add(node.name)
+        if node.name in self.changed:
+            connection.sudo("systemctl daemon-reload", check=True)
+
+    def _enable(self, node: Node, state: NodeState) -> None:
+        names = [n for n in self.rendered[node.name] if state.enabled.get(n) != "enabled"]
+        if names:
+            self.connections[node.name].sudo(f"cd {spec.UNIT_DIR} && systemctl enable "
+                                             + " ".join(names), check=True)
+            self.changed.add(node.name)
+
+    @staticmethod
+    def _all_active(states: dict[str, NodeState]) -> bool:
+        return all(v == "active" for s in states.values() for v in s.active.values() if v)
+
+    # -- step 7: reboot the master first, then the minions ------------------------------
+    def _restart_cluster(self) -> None:
+        timeout = self.inventory.bootstrap.settle_timeout
+        if not self.inventory.bootstrap.reboot:
+            self._each_node("systemctl restart", self._restart_units)
+            return
+        self._each_node("reboot (master first)", lambda n: self._reboot(n, timeout),
+                        [self.cluster.master])
+        if self.cluster.minions:
+            self._each_node("reboot (minions)", lambda n: self._reboot(n, timeout),
+                            self.cluster.minions)
+
+    def _reboot(self, node: Node, timeout: float) -> None:
+        self.connections[node.name].close()
+        self.provider.reboot(self.cluster, node, timeout)
+
+    def _restart_units(self, node: Node) -> None:
+        names = " ".join(self.rendered[node.name])
+        self.connections[node.name].sudo(f"systemctl restart {names}", check=True, timeout=180)
+
+    # -- step 8: wait for every unit to be active, with a bound --------------------------
+    def _settle(self, node: Node) -> None:
+        names = list(self.rendered[node.name])
+        deadline = time.monotonic() + self.inventory.bootstrap.settle_timeout
+        while True:
+            try:
+                active = self._survey(node).active
+            except SSHError:
+                active = {}
+            waiting = [n for n in names if active.get(n) != "active"]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise BootstrapError(
+                    f"{node.name}: units not active within "
+                    f"{self.inventory.bootstrap.settle_timeout:g} s: "
+                    + ", ".join(f"{n} ({active.get(n) or 'unknown'})" for n in waiting))
+            time.sleep(2)
+

@@ -1,0 +1,61 @@
+"""How a check fails: expected vs found, on which node, with the evidence attached.
+
+The evidence goes to the Allure report as attachments and, shortened, into the
+assertion message so that the terminal shows it too.
+"""
+from __future__ import annotations
+
+import pytest
+
+from helpers.facts import FactsError, NodeFacts
+from helpers.reporting import attach, redact
+
+EVIDENCE_LINES = 25
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def _tail(text: str) -> str:
+    lines = text.strip().splitlines()
+    cut = lines[-EVIDENCE_LINES:]
+    return "\n".join(("    " + line) for line in cut) or "    (empty)"
+
+
+def expect(ok: bool, node: str, what: str, *, expected, found, evidence: dict | None = None):
+    """Fail, naming node, claim, expected and found, unless `ok`."""
+    if ok:
+        return
+    evidence = evidence or {}
+    for name, text in evidence.items():
+        attach(f"{node}: {name}", text)
+    lines = [f"{node}: {what}", f"  expected: {expected}", f"  found:    {found}"]
+    for name, text in evidence.items():
+        lines += [f"  evidence ({name}):", _tail(text)]
+    raise CheckFailed(redact("\n".join(lines)))
+
+
+def unit_evidence(facts: NodeFacts, unit: str) -> dict:
+    """The unit file and its journal since boot: what proves a unit check."""
+    return {f"{unit} file": facts.unit_file(unit) or "(no such file)",
+            f"journalctl -b -u {unit}": facts.journal(unit)}
+
+
+def readable(function, *args):
+    """Call a facts parser; a garbled node answer fails the check instead of erroring."""
+    try:
+        return function(*args)
+    except FactsError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def guide_section(feature: str, severity: str, story: str = "") -> list:
+    """Allure labels that place a suite in the guide: epic, feature, severity, link."""
+    import allure
+    from helpers import spec
+    marks = [allure.epic("Kubernetes on CoreOS (the guide)"), allure.feature(feature),
+             allure.severity(severity), allure.link(spec.GUIDE_URL, name="the guide")]
+    if story:
+        marks.append(allure.story(story))
+    return marks

@@ -1,0 +1,191 @@
+"""One cluster per run: created (or re-attached) and bootstrapped by the controller,
+attached to by xdist workers through the state file, destroyed by the controller.
+
+The state file (reports/cluster/state.json) is the only channel between them: it
+holds the cluster, and any provisioning or bootstrap error that the checks must
+report instead of running.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from helpers import inventory as inventory_mod
+from helpers.bootstrap.artifacts import ArtifactError
+from helpers.bootstrap.install import Bootstrap, BootstrapError
+from helpers.bootstrap.steps import StepLog
+from helpers.inventory import Inventory
+from helpers.providers import Cluster, ProviderError, ProviderUnavailable, provider_class
+from helpers.ssh import Connection, SSHError
+
+REPORTS = inventory_mod.ROOT / "reports"
+CLUSTER_DIR = REPORTS / "cluster"
+STATE_FILE = CLUSTER_DIR / "state.json"
+CACHE_DIR = Path(os.environ.get("K8SCONF_CACHE", "/var/cache/k8s-coreos-conformance"))
+
+INFRASTRUCTURE_ERRORS = (ProviderError, SSHError, ArtifactError, BootstrapError, OSError)
+
+
+class SetupFailed(Exception):
+    """What the checks report when there is no usable cluster."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def read_state(path: Path = STATE_FILE) -> dict:
+    return json.loads(path.read_text())
+
+
+def write_state(state: dict, path: Path = STATE_FILE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.replace(path)
+
+
+def connect_all(cluster: Cluster, inventory: Inventory, accepted_log: Path | None = None
+                ) -> dict[str, Connection]:
+    """A lazy connection per node (connecting happens on first command)."""
+    ssh = inventory.ssh
+    return {node.name: Connection(node, cluster.ssh_user, cluster.ssh_key,
+                                  policy=ssh.host_key_policy, known_hosts=ssh.known_hosts,
+                                  accepted_log=accepted_log,
+                                  connect_timeout=ssh.connect_timeout,
+                                  command_timeout=ssh.command_timeout)
+            for node in cluster.nodes}
+
+
+class ClusterLifecycle:
+    """Create → bootstrap → (checks) → destroy, as the controller drives it."""
+
+    def __init__(self, inventory: Inventory, inventory_path: Path, *, keep: bool,
+                 reuse: bool, bootstrap: bool, progress=None):
+        self.inventory, self.inventory_path = inventory, inventory_path
+        self.keep, self.reuse, self.do_bootstrap = keep, reuse, bootstrap
+        self.progress = progress or (lambda step: None)
+        self.provider = None
+        self.cluster: Cluster | None = None
+        self.steps = StepLog(self.progress)
+        self.destroyed = False
+        self._old_sigterm = None
+
+    # -- signals: SIGTERM ends the run like Ctrl-C, so teardown always runs --------------
+    def trap_sigterm(self) -> None:
+        def on_sigterm(signum, frame):
+            raise KeyboardInterrupt("SIGTERM")
+        self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore_sigterm(self) -> None:
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+
+    # -- set up ------------------------------------------------------------------------
+    def setup(self) -> dict:
+        """Returns the state written for the checks; raises only ProviderUnavailable."""
+        run_id = new_run_id()
+        state = {"run_id": run_id, "inventory": str(self.inventory_path),
+                 "provider": self.inventory.provider, "kept": self.keep}
+        cls = provider_class(self.inventory.provider)
+        previous = self._previous_state()
+        if self.reuse and previous:
+            run_id = state["run_id"] = previous.get("run_id", run_id)
+        self.provider = cls(self.inventory, CLUSTER_DIR, run_id)
+        self.provider.preflight()
+        try:
+            self.cluster = self._create_or_attach(previous)
+            state["cluster"] = json.loads(self.cluster.to_json())
+            write_state(state)
+            if self.do_bootstrap:
+                state["bootstrap"] = self._bootstrap()
+        except INFRASTRUCTURE_ERRORS as exc:
+            state["error"] = f"{type(exc).__name__}: {exc}"
+        state["steps"] = self.steps.as_dicts()
+        write_state(state)
+        return state
+
+    def _previous_state(self) -> dict | None:
+        if not STATE_FILE.exists():
+            if self.reuse:
+                raise ProviderUnavailable(f"--reuse-cluster: no kept cluster ({STATE_FILE} "
+                                          "does not exist; run once with --keep-cluster)")
+            return None
+        try:
+            previous = read_state()
+        except ValueError:
+            return None
+        if not self.reuse and previous.get("kept") and previous.get("cluster"):
+            raise ProviderUnavailable(
+                f"a cluster kept by --keep-cluster is recorded in {STATE_FILE}: pass "
+                "--reuse-cluster to test it again (it is destroyed at the end unless "
+                "--keep-cluster is given again)")
+        return previous
+
+    def _create_or_attach(self, previous: dict | None) -> Cluster:
+        if self.reuse:
+            with self.steps.step("attach to kept cluster"):
+                return self.provider.attach(Cluster.from_json(json.dumps(previous["cluster"])))
+        if previous and previous.get("cluster"):
+            with self.steps.step("remove leftovers of an earlier run"):
+                self._destroy_quietly(Cluster.from_json(json.dumps(previous["cluster"])))
+        self._fresh_cluster_dir()
+        with self.steps.step(f"create {self.inventory.provider} cluster"):
+            try:
+                return self.provider.create()
+            except BaseException:
+                self._destroy_quietly(None)
+                raise
+
+    @staticmethod
+    def _fresh_cluster_dir() -> None:
+        if CLUSTER_DIR.exists():
+            shutil.rmtree(CLUSTER_DIR)
+        CLUSTER_DIR.mkdir(parents=True)
+        CLUSTER_DIR.chmod(0o700)
+
+    def _bootstrap(self) -> dict:
+        with ExitStack() as stack:
+            connections = connect_all(self.cluster, self.inventory,
+                                      CLUSTER_DIR / "accepted_host_keys")
+            for connection in connections.values():
+                stack.callback(connection.close)
+            install = Bootstrap(self.inventory, self.cluster, self.provider, connections,
+                                self.steps, CACHE_DIR / "artifacts")
+            result = install.run()
+            result["units"] = install.rendered
+            return result
+
+    # -- tear down -----------------------------------------------------------------------
+    def teardown(self) -> None:
+        if self.destroyed or self.provider is None:
+            return
+        self.destroyed = True
+        if self.keep:
+            return
+        self._destroy_quietly(self.cluster)
+        if STATE_FILE.exists():
+            state = read_state()
+            state.pop("cluster", None)
+            state["destroyed"] = True
+            write_state(state)
+
+    def _destroy_quietly(self, cluster: Cluster | None) -> None:
+        # A second Ctrl-C must not stop the teardown half-way.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.provider.destroy(cluster)
+        except Exception as exc:  # teardown reports, it does not mask the run's result
+            self.progress_line(f"teardown failed: {exc}")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def progress_line(self, text: str) -> None:
+        from helpers.bootstrap.steps import Step
+        self.progress(Step(text))

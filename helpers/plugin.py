@@ -1,0 +1,227 @@
+"""The pytest plugin: options, the inventory, the cluster's lifecycle, and fixtures.
+
+A conformance run is one whose paths lie under suites/. Only then is a cluster
+made; our own tests (tests/) load the plugin for its options and nothing else.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from helpers import facts as facts_mod
+from helpers import inventory as inventory_mod
+from helpers import lifecycle, reporting
+from helpers.providers import Cluster, ProviderUnavailable, provider_class
+
+SUITES = inventory_mod.ROOT / "suites"
+STATE_KEY = "k8sconf_state_file"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("k8sconf", "Kubernetes-on-CoreOS conformance")
+    group.addoption("--inventory", metavar="PATH", default=None,
+                    help="inventory YAML: a path, or a name in inventories/ "
+                         f"(default: ${inventory_mod.ENV_VAR} or inventories/local.yaml)")
+    group.addoption("--keep-cluster", action="store_true",
+                    help="do not destroy the cluster at the end (see --reuse-cluster)")
+    group.addoption("--reuse-cluster", action="store_true",
+                    help="test the cluster a --keep-cluster run left, instead of creating one")
+    group.addoption("--no-bootstrap", action="store_true",
+                    help="attach to an installed cluster and only check it")
+
+
+def _is_conformance_run(config) -> bool:
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
+        if path.resolve() == SUITES or SUITES in path.resolve().parents:
+            return True
+    return False
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "role(name): run this check only on nodes of that role")
+    if config.option.help or config.option.version:
+        return
+    if not _is_conformance_run(config):
+        return
+    try:
+        path = inventory_mod.resolve_path(config.option.inventory,
+                                          Path(config.invocation_params.dir))
+        inventory = inventory_mod.load(path)
+    except inventory_mod.InventoryError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(ConformanceRun(config, path, inventory), "k8sconf-run")
+
+
+class ConformanceRun:
+    """Hooks and fixtures of one conformance run."""
+
+    def __init__(self, config, inventory_path: Path, inventory):
+        self.config, self.inv_path, self.inv = config, inventory_path, inventory
+        self.worker = hasattr(config, "workerinput")
+        self.lifecycle: lifecycle.ClusterLifecycle | None = None
+
+    # -- controller: set up before the workers start, tear down after they end --------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session):
+        if self.worker or self.config.option.collectonly:
+            return
+        reporting.prepare_results_dir(self.config)
+        self.lifecycle = lifecycle.ClusterLifecycle(
+            self.inv, self.inv_path,
+            keep=self.config.option.keep_cluster, reuse=self.config.option.reuse_cluster,
+            bootstrap=self.inv.bootstrap.enabled and not self.config.option.no_bootstrap,
+            progress=self._progress)
+        self.lifecycle.trap_sigterm()
+        self._line(f"k8sconf: {self.inv.provider} cluster from {self.inv_path}")
+        try:
+            state = self.lifecycle.setup()
+        except ProviderUnavailable as exc:
+            self.lifecycle.teardown()
+            pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+        reporting.record_setup(self.config, self.inv, state)
+        if state.get("error"):
+            self._line(f"k8sconf: setup failed: {state['error']}")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        node.workerinput[STATE_KEY] = str(lifecycle.STATE_FILE)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        self._teardown()
+
+    def pytest_unconfigure(self, config):
+        self._teardown()
+
+    def _teardown(self):
+        if self.lifecycle and not self.lifecycle.destroyed:
+            keep = self.lifecycle.keep
+            self._line("k8sconf: keeping the cluster (--keep-cluster)" if keep
+                       else "k8sconf: destroying the cluster")
+            self.lifecycle.teardown()
+            self.lifecycle.restore_sigterm()
+
+    def _line(self, text: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(text)
+
+    def _progress(self, step) -> None:
+        where = f" [{step.node}]" if step.node else ""
+        mark = "" if step.status == "passed" else f" {step.status.upper()}: {step.message}"
+        self._line(f"  {step.seconds:6.1f}s  {step.name}{where}{mark}")
+
+    # -- collection: one test per node (or per node and unit) ---------------------------
+    def pytest_generate_tests(self, metafunc):
+        if "node" not in metafunc.fixturenames:
+            return
+        roles = {m.args[0] for m in metafunc.definition.iter_markers("role")}
+        nodes = [n for n in self.inv.node_specs() if not roles or n.role in roles]
+        if "unit" in metafunc.fixturenames:
+            from helpers import spec
+            pairs = [(n.name, u.name) for n in nodes for u in spec.units_for(n.role)]
+            metafunc.parametrize("node,unit", pairs, indirect=["node"],
+                                 ids=[f"{n}-{u.removesuffix('.service')}" for n, u in pairs])
+        else:
+            metafunc.parametrize("node", [n.name for n in nodes], indirect=True,
+                                 ids=[n.name for n in nodes])
+
+    def pytest_collection_modifyitems(self, items):
+        import pytest as _pytest
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            if callspec and "node" in callspec.params:
+                # each node's checks on one xdist worker, so its facts are gathered once
+                item.add_marker(_pytest.mark.xdist_group(callspec.params["node"]))
+
+    # -- fixtures ----------------------------------------------------------------------------
+    @pytest.fixture(scope="session")
+    def inventory(self):
+        return self.inv
+
+    @pytest.fixture(scope="session")
+    def run_state(self) -> dict:
+        path = Path(self.config.workerinput[STATE_KEY]) if self.worker else lifecycle.STATE_FILE
+        state = lifecycle.read_state(path) if path.exists() else {}
+        if not state.get("cluster"):
+            pytest.fail(f"no cluster: {state.get('error', 'provisioning did not run')}",
+                        pytrace=False)
+        if state.get("error"):
+            pytest.fail(f"setup failed: {state['error']}", pytrace=False)
+        return state
+
+    @pytest.fixture(scope="session")
+    def cluster(self, run_state) -> Cluster:
+        return Cluster.from_json(json.dumps(run_state["cluster"]))
+
+    @pytest.fixture(scope="session")
+    def provider(self, cluster, run_state):
+        cls = provider_class(self.inv.provider)
+        instance = cls(self.inv, lifecycle.CLUSTER_DIR, run_state["run_id"])
+        instance.attach(cluster)
+        return instance
+
+    @pytest.fixture(scope="session")
+    def connections(self, cluster):
+        connections = lifecycle.connect_all(cluster, self.inv)
+        yield connections
+        for connection in connections.values():
+            connection.close()
+
+    @pytest.fixture(scope="session")
+    def cluster_facts(self, cluster, connections) -> "FactsCache":
+        return FactsCache(cluster, connections, self.inv)
+
+    @pytest.fixture
+    def node(self, request, cluster):
+        found = cluster.node(request.param)
+        reporting.label_node(found)
+        return found
+
+    @pytest.fixture
+    def facts(self, node, cluster_facts) -> facts_mod.NodeFacts:
+        return cluster_facts.of(node.name)
+
+    @pytest.fixture
+    def master_facts(self, cluster, cluster_facts) -> facts_mod.NodeFacts:
+        return cluster_facts.of(cluster.master.name)
+
+
+class FactsCache:
+    """Each node's facts, gathered for all nodes at once (in parallel) on first use."""
+
+    def __init__(self, cluster: Cluster, connections, inventory):
+        self.cluster, self.connections, self.inventory = cluster, connections, inventory
+        self._facts: dict[str, facts_mod.NodeFacts | Exception] = {}
+
+    def _gather(self, name: str):
+        node = self.cluster.node(name)
+        try:
+            return facts_mod.gather(self.connections[name], node, self.cluster,
+                                    self.inventory.guide.values(),
+                                    self.inventory.ssh.command_timeout)
+        except Exception as exc:  # reported by every check of that node
+            return exc
+
+    def refresh(self, names: list[str] | None = None) -> None:
+        names = names or [n.name for n in self.cluster.nodes]
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            for name, result in zip(names, pool.map(self._gather, names)):
+                self._facts[name] = result
+
+    def of(self, name: str) -> facts_mod.NodeFacts:
+        if name not in self._facts:
+            self.refresh([n.name for n in self.cluster.nodes if n.name not in self._facts])
+        found = self._facts[name]
+        if isinstance(found, Exception):
+            pytest.fail(f"{name}: facts could not be gathered: {found}", pytrace=False)
+        return found
+
+    def all(self) -> dict[str, facts_mod.NodeFacts]:
+        return {n.name: self.of(n.name) for n in self.cluster.nodes}

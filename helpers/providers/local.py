@@ -1,0 +1,650 @@
+"""The `local` provider: the guide's CoreOS cluster as systemd-nspawn nodes on this host.
+
+Each node is a Debian bookworm tree (see :mod:`helpers.providers.local_rootfs`) booted
+by systemd-nspawn with real systemd, sshd, etcd and Docker, on the guide's two
+networks (public 192.168.2.N on `eth0`, private 10.120.0.N on `eth1`, see
+:mod:`helpers.providers.netns`). SSH goes from the host to each node's public address.
+
+Design, and why:
+- Root filesystem: an overlay per node (lower = the cached tree, upper/work in
+  `work_dir/<prefix>-<name>/`), so nodes never share writable state and a node costs
+  only what it writes. /var/lib/docker is a bind of a plain directory beside it, so
+  that any storage driver works (overlay2 cannot nest on an overlay; vfs can).
+- Per-node files are written through the mounted overlay before boot: hostname, hosts,
+  /etc/environment (COREOS_PUBLIC_IPV4, COREOS_PRIVATE_IPV4), machine id, the run's
+  authorized key for `core`, the node's own ed25519 host key (its public line goes to
+  `Node.host_keys`, so SSH verifies it) and /etc/default/etcd (members on the private
+  addresses, client URLs on 2379 and the guide's 4001, the v2 API enabled).
+- Cgroups: each node runs in its own cgroup (a child of ours) in every hierarchy;
+  nspawn then gives the node a cgroup namespace rooted there. Without this all nodes'
+  systemd instances would take the same cgroups. Docker's cgroups land inside the
+  node's, so a node's memory is its cgroup's memory.
+- Supervisor: a detached bash loop per node (pid in `supervisor.pid`) restarts nspawn
+  when it exits 133 (`systemctl reboot` inside) and exits with any other status.
+  SIGTERM to it stops the loop and forwards SIGTERM to nspawn, which powers the node
+  off. Console output goes to `<run_dir>/<name>.console.log`.
+- Busybox for Docker: no image registry is reachable, so the tree ships a static
+  busybox tarball and `/usr/local/bin/k8sconf-import-busybox [timeout]`, which waits
+  for dockerd and imports it as image `busybox` (idempotent). The suite calls it once
+  dockerd runs (the guide's docker.service only exists after the bootstrap); images
+  live in /var/lib/docker and so survive reboots.
+- Cleanup is by name: everything created carries the prefix (namespaces, links,
+  node dirs, cgroups), so `destroy(None)` and the next `create()` remove what a killed
+  run left behind. Only processes whose pid file and command line prove them ours
+  are signalled.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.inventory import Inventory, LocalSettings
+from helpers.providers import netns
+from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
+from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_NAME = "k8sconf-node-supervisor"    # $0 of the supervisor: how we recognise it
+STOP_TIMEOUT = 20          # seconds a node gets to power off before it is killed
+NSPAWN_RUNTIME = Path("/run/systemd/nspawn")
+REQUIRED_TOOLS = {"systemd-nspawn": "systemd-container", "mmdebstrap": "mmdebstrap",
+                  "ip": "iproute2", "ssh-keygen": "openssh-client", "setsid": "util-linux"}
+
+# Restart nspawn while it exits 133 (reboot); stop on anything else or on SIGTERM.
+_SUPERVISOR = r"""
+dir=$1; shift
+echo $$ > "$dir/supervisor.pid"
+while read -r cg; do echo $$ > "$cg/cgroup.procs" || echo "supervisor: cannot join $cg"; done < "$dir/cgroups"
+stop=0; child=
+trap 'stop=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT HUP
+while [ "$stop" = 0 ]; do
+  "$@" </dev/null &
+  child=$!
+  echo "$child" > "$dir/nspawn.pid"
+  [ "$stop" = 0 ] || kill -TERM "$child"
+  while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+  wait "$child"; rc=$?
+  echo "supervisor: systemd-nspawn exited $rc"
+  [ "$rc" = 133 ] || exit "$rc"
+done
+"""
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """Where one node lives on the host; derived from the inventory alone."""
+
+    index: int
+    name: str
+    role: str
+    public_ip: str
+    private_ip: str
+    machine: str        # nspawn machine name and network namespace: <prefix>-<name>
+    dir: Path
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def __init__(self, inventory: Inventory, run_dir: Path, run_id: str):
+        super().__init__(inventory, run_dir, run_id)
+        self.settings: LocalSettings = inventory.local or LocalSettings()
+        self.prefix = self.settings.prefix
+
+    # -- the four verbs -----------------------------------------------------------------
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise ProviderUnavailable("local provider: needs root (it runs systemd-nspawn, "
+                                      "ip netns and mount); run the suite as root")
+        missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+        if missing:
+            packages = sorted({REQUIRED_TOOLS[t] for t in missing})
+            raise ProviderUnavailable(f"local provider: {', '.join(missing)} not found: "
+                                      f"apt-get install {' '.join(packages)}")
+        if self.inventory.ssh.user != "core":
+            raise ProviderError("local provider: the node image has user 'core' only; "
+                                f"ssh.user is '{self.inventory.ssh.user}'")
+
+    def create(self) -> Cluster:
+        self.preflight()
+        started = time.monotonic()
+        try:
+            self._teardown(self.prefix, self.settings.work_dir)   # a killed run's leftovers
+            plans = self._plans()
+            netns.check_no_collision(list(self._networks()), set(netns.bridge_names(self.prefix)))
+            cached = rootfs_path(self.settings.cache_dir).is_dir()
+            rootfs = ensure_rootfs(self.settings.cache_dir)
+            t_ready = time.monotonic()
+            key = self._run_key()
+            self._build_network(plans)
+            host_keys = {p.name: self._prepare_node(p, rootfs, plans, key) for p in plans}
+            for plan in plans:
+                self._start_node(plan)
+            cluster = self._cluster(plans, host_keys, key)
+            self._wait_ready(cluster, plans, t_ready + self.settings.boot_timeout)
+        except BaseException:
+            log.warning("local provider: create failed; removing what it made")
+            self._teardown(self.prefix, self.settings.work_dir)
+            raise
+        cluster.state["rootfs_built"] = not cached
+        cluster.state["create_seconds"] = round(time.monotonic() - started, 1)
+        cluster.state["boot_seconds"] = round(time.monotonic() - t_ready, 1)
+        log.info("local provider: %d nodes ready in %.1f s (%.1f s after the rootfs)",
+                 len(plans), time.monotonic() - started, time.monotonic() - t_ready)
+        return cluster
+
+    def attach(self, cluster: Cluster) -> Cluster:
+        for name, info in cluster.state.get("nodes", {}).items():
+            if not _alive(_read_pid(Path(info["dir"]) / "supervisor.pid"), SUPERVISOR_NAME):
+                raise ProviderError(f"local provider: node {name} of the recorded cluster "
+                                    "is not running (its supervisor is gone)")
+        return cluster
+
+    def reboot(self, cluster: Cluster, node: Node, timeout: float) -> None:
+        from helpers.ssh import SSHError, wait_for_reboot, wait_for_ssh
+        deadline = time.monotonic() + timeout
+        conn = wait_for_ssh(node, cluster.ssh_user, cluster.ssh_key, min(30, timeout))
+        old_boot_id = conn.boot_id()
+        try:
+            conn.run("systemctl reboot", sudo=True, timeout=15)
+        except SSHError:
+            pass    # the connection may drop before the command returns
+        finally:
+            conn.close()
+        try:
+            wait_for_reboot(node, cluster.ssh_user, cluster.ssh_key, old_boot_id,
+                            max(1.0, deadline - time.monotonic())).close()
+        except SSHError as exc:
+            log_file = Path(cluster.state.get("run_dir", self.run_dir)) / f"{node.name}.console.log"
+            raise ProviderError(f"local provider: {exc} (console: {log_file})") from None
+
+    def destroy(self, cluster: Cluster | None) -> None:
+        state = cluster.state if cluster else {}
+        self._teardown(state.get("prefix", self.prefix),
+                       Path(state.get("work_dir", self.settings.work_dir)))
+
+    # -- measuring ----------------------------------------------------------------------
+    @staticmethod
+    def memory(cluster: Cluster, node: Node) -> dict[str, int]:
+        """Bytes the node uses now, from its memory cgroup: rss, cache and usage."""
+        node_dir = Path(cluster.state["nodes"][node.name]["dir"])
+        for cg in _recorded_cgroups(node_dir):
+            stat = cg / "memory.stat"
+            if stat.exists():
+                values = dict(line.split() for line in stat.read_text().splitlines())
+                return {"rss": int(values["total_rss"]), "cache": int(values["total_cache"]),
+                        "usage": int((cg / "memory.usage_in_bytes").read_text())}
+            if (cg / "memory.current").exists():   # cgroup v2
+                return {"usage": int((cg / "memory.current").read_text())}
+        raise ProviderError(f"local provider: no memory cgroup found for {node.name}")
+
+    # -- planning -----------------------------------------------------------------------
+    def _networks(self) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
+        return self.settings.public_network, self.settings.private_network
+
+    def _plans(self) -> list[NodePlan]:
+        public, private = self._networks()
+        plans = []
+        for index, spec in enumerate(self.inventory.node_specs(), start=1):
+            pub = spec.public_ip or public[index]
+            priv = spec.private_ip or private[index]
+            for ip_, net in ((pub, public), (priv, private)):
+                if ip_ not in net or ip_ in (net.network_address, net.broadcast_address,
+                                             _host_ip(net)):
+                    raise ProviderError(f"local provider: node {spec.name} address {ip_} is not "
+                                        f"a usable node address of {net}")
+            machine = f"{self.prefix}-{spec.name}"
+            plans.append(NodePlan(index, spec.name, spec.role, str(pub), str(priv), machine,
+                                  self.settings.work_dir / machine))
+        return plans
+
+    def _cluster(self, plans: list[NodePlan], host_keys: dict[str, str], key: Path) -> Cluster:
+        nodes = [Node(p.name, p.role, p.public_ip, p.private_ip, ssh_host=p.public_ip,
+                      ssh_port=22, host_keys=(host_keys[p.name],)) for p in plans]
+        state = {"prefix": self.prefix, "work_dir": str(self.settings.work_dir),
+                 "run_dir": str(self.run_dir),
+                 "bridges": list(netns.bridge_names(self.prefix)),
+                 "nodes": {p.name: {"dir": str(p.dir), "machine": p.machine,
+                                    "supervisor_pid": _read_pid(p.dir / "supervisor.pid")}
+                           for p in plans}}
+        return Cluster(self.name, nodes, ssh_user=self.inventory.ssh.user, ssh_key=str(key),
+                       state=state)
+
+    # -- keys ---------------------------------------------------------------------------
+    def _run_key(self) -> Path:
+        """The run's SSH client key (ed25519) in run_dir; reused if already made."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        key = self.run_dir / "id_ed25519"
+        if not key.exists():
+            _keygen(key, f"k8sconf-run-{self.run_id}")
+        return key
+
+    # -- network ------------------------------------------------------------------------
+    def _build_network(self, plans: list[NodePlan]) -> None:
+        pub_bridge, priv_bridge = netns.bridge_names(self.prefix)
+        public, private = self._networks()
+        netns.add_bridge(pub_bridge, f"{_host_ip(public)}/{public.prefixlen}")
+        netns.add_bridge(priv_bridge, f"{_host_ip(private)}/{private.prefixlen}")
+        for p in plans:
+            pub_end, priv_end = netns.veth_names(self.prefix, p.index)
+            netns.add_namespace(p.machine)
+            netns.add_veth(pub_end, pub_bridge, p.machine, "eth0", f"{p.public_ip}/{public.prefixlen}")
+            netns.add_veth(priv_end, priv_bridge, p.machine, "eth1",
+                           f"{p.private_ip}/{private.prefixlen}")
+
+    # -- node files ---------------------------------------------------------------------
+    def _prepare_node(self, plan: NodePlan, rootfs: Path, plans: list[NodePlan],
+                      run_key: Path) -> str:
+        """Mount the node's overlay and write its own files; returns its host key line."""
+        for sub in ("upper", "work", "root", "docker"):
+            (plan.dir / sub).mkdir(parents=True, exist_ok=True)
+        (plan.dir / "prefix").write_text(self.prefix)   # marks the dir as ours for cleanup
+        _run(["mount", "-t", "overlay", "overlay", "-o",
+              f"lowerdir={rootfs},upperdir={plan.dir / 'upper'},workdir={plan.dir / 'work'}",
+              str(plan.root)])
+        host_key = plan.dir / "ssh_host_ed25519_key"
+        _keygen(host_key, f"root@{plan.name}")
+        root = plan.root
+        _write(root / "etc/hostname", f"{plan.name}\n")
+        _write(root / "etc/hosts", _hosts(plans))
+        _write(root / "etc/environment", f"COREOS_PUBLIC_IPV4={plan.public_ip}\n"
+                                         f"COREOS_PRIVATE_IPV4={plan.private_ip}\n")
+        _write(root / "etc/machine-id", uuid.uuid4().hex + "\n")
+        _write(root / "etc/default/etcd", self._etcd_config(plan, plans))
+        _write(root / "etc/ssh/ssh_host_ed25519_key", host_key.read_text(), mode=0o600)
+        _write(root / "etc/ssh/ssh_host_ed25519_key.pub", host_key.with_suffix(".pub").read_text())
+        uid, gid = _user_ids(root, "core")
+        ssh_dir = root / "home/core/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        _write(ssh_dir / "authorized_keys", run_key.with_suffix(".pub").read_text(), mode=0o600)
+        for path in (ssh_dir, ssh_dir / "authorized_keys"):
+            os.chown(path, uid, gid)
+        return " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+
+    def _etcd_config(self, plan: NodePlan, plans: list[NodePlan]) -> str:
+        members = ",".join(f"{p.name}=http://{p.private_ip}:2380" for p in plans)
+        ip_ = plan.private_ip
+        return "\n".join([
+            "# Written by the local provider of k8s-coreos-conformance for this node.",
+            f"ETCD_NAME={plan.name}",
+            "ETCD_DATA_DIR=/var/lib/etcd/default",
+            "ETCD_ENABLE_V2=true",    # the guide's flannel and kubernetes speak the v2 API
+            "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379,http://0.0.0.0:4001",
+            f"ETCD_ADVERTISE_CLIENT_URLS=http://{ip_}:2379,http://{ip_}:4001",
+            f"ETCD_LISTEN_PEER_URLS=http://{ip_}:2380",
+            f"ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{ip_}:2380",
+            f"ETCD_INITIAL_CLUSTER={members}",
+            "ETCD_INITIAL_CLUSTER_STATE=new",
+            f"ETCD_INITIAL_CLUSTER_TOKEN={self.prefix}-{self.run_id}",
+            ""])
+
+    # -- running nodes ------------------------------------------------------------------
+    def _start_node(self, plan: NodePlan) -> None:
+        cgroups = _make_cgroups(plan.machine)
+        (plan.dir / "cgroups").write_text("".join(f"{cg}\n" for cg in cgroups))
+        (plan.dir / "nspawn-lock").write_text(_nspawn_lock_name(plan.root))
+        log_path = self._console(plan.name)
+        env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+        with open(log_path, "ab") as console:
+            # setsid -f: the supervisor is detached from us (own session, reparented),
+            # so it outlives this call; destroy() ends it through supervisor.pid.
+            subprocess.run(["setsid", "-f", "bash", "-c", _SUPERVISOR, SUPERVISOR_NAME,
+                            str(plan.dir), *self._nspawn_command(plan)],
+                           stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                           env=env, check=True)
+        deadline = time.monotonic() + 10
+        while _read_pid(plan.dir / "supervisor.pid") is None:
+            if time.monotonic() > deadline:
+                raise ProviderError(f"local provider: supervisor of {plan.name} did not start "
+                                    f"(see {log_path})")
+            time.sleep(0.05)
+
+    def _nspawn_command(self, plan: NodePlan) -> list[str]:
+        # --register=no/--keep-unit: the host runs no systemd/machined. Capabilities,
+        # the keyring syscalls and /dev/net/tun are what Docker and flannel need
+        # inside; SYSTEMD_NSPAWN_API_VFS_WRITABLE=network (env) lets dockerd set
+        # its per-namespace sysctls while the rest of /proc/sys stays read-only.
+        return ["systemd-nspawn", "-D", str(plan.root), "-M", plan.machine, "--boot",
+                "--register=no", "--keep-unit", "--link-journal=no",
+                f"--network-namespace-path={netns.NETNS_DIR / plan.machine}",
+                "--capability=all", "--system-call-filter=add_key keyctl request_key",
+                "--bind=/dev/net/tun", f"--bind={plan.dir / 'docker'}:/var/lib/docker"]
+
+    def _wait_ready(self, cluster: Cluster, plans: list[NodePlan], deadline: float) -> None:
+        for node in cluster.nodes:
+            netns.confirm_route(node.ssh_host, netns.bridge_names(self.prefix)[0])
+        stop = threading.Event()    # lets a failure or Ctrl-C end the other waits at once
+        pool = ThreadPoolExecutor(len(cluster.nodes))
+        try:
+            for future in [pool.submit(self._wait_node, cluster, n, deadline, stop)
+                           for n in cluster.nodes]:
+                future.result()
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _wait_node(self, cluster: Cluster, node: Node, deadline: float,
+                   stop: threading.Event) -> None:
+        """SSH answers, and this node's etcd is healthy and sees every member."""
+        node_dir = Path(cluster.state["nodes"][node.name]["dir"])
+        conn = _connect_when_up(cluster, node, node_dir, deadline, stop, self._console(node.name))
+        try:
+            _wait_etcd(conn, len(cluster.nodes), deadline, stop)
+        finally:
+            conn.close()
+
+    def _console(self, name: str) -> Path:
+        return self.run_dir / f"{name}.console.log"
+
+    # -- teardown -----------------------------------------------------------------------
+    def _teardown(self, prefix: str, work_dir: Path) -> None:
+        """Remove every trace of nodes named by `prefix`; idempotent, never raises on
+        something already gone."""
+        dirs = _our_node_dirs(prefix, work_dir)
+        started = time.monotonic()
+        for d in dirs:
+            _signal_node(d, signal.SIGTERM)
+        _wait_stopped(dirs, STOP_TIMEOUT)
+        if dirs:
+            log.info("local provider: %d nodes powered off in %.1f s", len(dirs),
+                     time.monotonic() - started)
+        for d in dirs:
+            _kill_node(d)
+        for d in dirs:
+            _remove_node_dir(d)
+        netns.remove_all(prefix)
+        _remove_empty_dirs([NSPAWN_RUNTIME / "propagate", NSPAWN_RUNTIME / "locks",
+                            NSPAWN_RUNTIME, work_dir])
+
+
+# -- etcd -----------------------------------------------------------------------------
+
+def _connect_when_up(cluster: Cluster, node: Node, node_dir: Path, deadline: float,
+                     stop: threading.Event, console: Path):
+    """An SSH connection (host key verified) once the node answers; fails fast when
+    the node's supervisor has exited (nspawn refused to start, see the console)."""
+    from helpers.ssh import Connection, HostKeyRejected, SSHError
+    while True:
+        try:
+            return Connection(node, cluster.ssh_user, cluster.ssh_key, connect_timeout=5).connect()
+        except HostKeyRejected:
+            raise
+        except SSHError as exc:
+            if stop.is_set():
+                raise ProviderError(f"local provider: stopped waiting for {node.name}") from None
+            if time.monotonic() > deadline:
+                raise ProviderError(f"local provider: {exc} (console: {console})") from None
+            if not _alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME):
+                raise ProviderError(f"local provider: node {node.name} exited while booting "
+                                    f"(console: {console})") from None
+        stop.wait(0.5)
+
+
+def _wait_etcd(conn, members: int, deadline: float, stop: threading.Event) -> None:
+    """Poll the guide's client port until etcd is healthy with all members."""
+    from helpers.ssh import SSHError
+    check = ("curl -sf --max-time 3 http://127.0.0.1:4001/health && echo && "
+             "curl -sf --max-time 3 http://127.0.0.1:4001/v2/members")
+    last = ""
+    while not stop.is_set():
+        try:
+            result = conn.run(check, timeout=10)
+            last = (result.stdout + result.stderr).strip()
+            if result.ok and '"health":"true"' in last and last.count('"clientURLs"') == members:
+                return
+        except SSHError as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise ProviderError(f"local provider: etcd on {conn.node.name} not healthy with "
+                                f"{members} members in time (last answer: {last[-300:] or 'none'})")
+        stop.wait(0.5)
+    raise ProviderError(f"local provider: stopped waiting for etcd on {conn.node.name}")
+
+
+# -- small host helpers ---------------------------------------------------------------
+
+def _run(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ProviderError(f"local provider: `{shlex.join(cmd)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _keygen(path: Path, comment: str) -> None:
+    for stale in (path, path.with_suffix(".pub")):
+        stale.unlink(missing_ok=True)
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():     # never follow a link of the node's tree out to the host
+        path.unlink()
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def _hosts(plans: list[NodePlan]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{p.private_ip}\t{p.name}" for p in plans]
+    return "\n".join(lines) + "\n"
+
+
+def _user_ids(root: Path, user: str) -> tuple[int, int]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise ProviderError(f"local provider: user {user} missing from the node image")
+
+
+def _host_ip(network: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    """The host's own address on a node network: the last usable one (.254 in a /24)."""
+    return network.broadcast_address - 1
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None, marker: str) -> bool:
+    """True when `pid` runs and its command line names `marker` (no recycled pids)."""
+    if not pid:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and marker in cmdline
+
+
+def _kill(pid: int | None, marker: str, sig: int) -> None:
+    if _alive(pid, marker):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+# -- cgroups ----------------------------------------------------------------------------
+
+def _hierarchies() -> list[tuple[Path, str]]:
+    """(mount point, our cgroup path in it) for every mounted cgroup hierarchy."""
+    ours = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        ours[controllers] = path
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        fstype, mount_point, options = fields[sep + 1], fields[4], fields[sep + 3]
+        if fstype == "cgroup2" and "" in ours:
+            found.append((Path(mount_point), ours[""]))
+        elif fstype == "cgroup":
+            opts = set(options.split(","))
+            for controllers, path in ours.items():
+                if controllers and set(controllers.split(",")) <= opts:
+                    found.append((Path(mount_point), path))
+                    break
+    return found
+
+
+def _make_cgroups(machine: str) -> list[Path]:
+    """The node's own cgroup, a child of ours, in every hierarchy (cpuset seeded)."""
+    made = []
+    for mount_point, ours in _hierarchies():
+        parent = mount_point / ours.lstrip("/")
+        cg = parent / machine
+        cg.mkdir(exist_ok=True)
+        for name in ("cpuset.cpus", "cpuset.mems"):   # an empty cpuset admits no task
+            if (cg / name).exists() and not (cg / name).read_text().strip():
+                (cg / name).write_text((parent / name).read_text())
+        made.append(cg)
+    return made
+
+
+def _recorded_cgroups(node_dir: Path) -> list[Path]:
+    try:
+        return [Path(p) for p in (node_dir / "cgroups").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cgroup_pids(cgroups: list[Path]) -> set[int]:
+    pids = set()
+    for cg in cgroups:
+        for procs in cg.rglob("cgroup.procs") if cg.is_dir() else ():
+            try:
+                pids.update(int(p) for p in procs.read_text().split())
+            except OSError:
+                pass
+    return pids
+
+
+def _remove_cgroups(cgroups: list[Path]) -> None:
+    # Children first; a cgroup can only go once its processes have exited, which the
+    # kernel finishes a little after the kill, hence the short retry.
+    for cg in cgroups:
+        if not cg.is_dir():
+            continue
+        for d in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            _rmdir_retry(d)
+        _rmdir_retry(cg)
+
+
+def _rmdir_retry(path: Path, attempts: int = 20) -> None:
+    for _ in range(attempts):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    log.warning("local provider: could not remove cgroup %s", path)
+
+
+# -- stopping and removing nodes ------------------------------------------------------
+
+def _our_node_dirs(prefix: str, work_dir: Path) -> list[Path]:
+    if not work_dir.is_dir():
+        return []
+    return sorted(d for d in work_dir.glob(f"{prefix}-*")
+                  if d.is_dir() and _read_text(d / "prefix") == prefix)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _signal_node(node_dir: Path, sig: int) -> None:
+    """SIGTERM the supervisor (it forwards to nspawn, which powers the node off)."""
+    supervisor = _read_pid(node_dir / "supervisor.pid")
+    if _alive(supervisor, SUPERVISOR_NAME):
+        _kill(supervisor, SUPERVISOR_NAME, sig)
+    else:
+        _kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", sig)
+
+
+def _node_running(node_dir: Path) -> bool:
+    return (_alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME)
+            or _alive(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn")
+            or bool(_cgroup_pids(_recorded_cgroups(node_dir))))
+
+
+def _wait_stopped(dirs: list[Path], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_node_running(d) for d in dirs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _kill_node(node_dir: Path) -> None:
+    """SIGKILL whatever of the node still runs: supervisor, nspawn, and every process in
+    the node's cgroups (killing nspawn alone leaves the container running)."""
+    if not _node_running(node_dir):
+        return
+    log.warning("local provider: %s did not power off in time; killing it", node_dir.name)
+    _kill(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME, signal.SIGKILL)
+    _kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", signal.SIGKILL)
+    cgroups = _recorded_cgroups(node_dir)
+    deadline = time.monotonic() + 10
+    while (pids := _cgroup_pids(cgroups)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def _remove_node_dir(node_dir: Path) -> None:
+    root = node_dir / "root"
+    if netns.is_mountpoint(root):
+        proc = subprocess.run(["umount", str(root)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ProviderError(f"local provider: cannot unmount {root}: {proc.stderr.strip()}")
+    _remove_cgroups(_recorded_cgroups(node_dir))
+    # nspawn cannot clean its runtime files under a /run that is not tmpfs, nor after a kill.
+    machine = node_dir.name
+    shutil.rmtree(NSPAWN_RUNTIME / "propagate" / machine, ignore_errors=True)
+    lock = _read_text(node_dir / "nspawn-lock")
+    if lock:
+        (NSPAWN_RUNTIME / "locks" / lock).unlink(missing_ok=True)
+    shutil.rmtree(node_dir)
+
+
+def _nspawn_lock_name(root: Path) -> str:
+    st = os.stat(root)
+    return f"inode-{st.st_dev}:{st.st_ino}"
+
+
+def _remove_empty_dirs(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.rmdir()
+        except OSError:
+            pass

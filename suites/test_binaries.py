@@ -1,0 +1,24 @@
+"""Install steps 1-4: /opt/bin holds what each role needs, the same bytes on every node."""
+from helpers import spec
+from helpers.checks import expect, guide_section
+
+pytestmark = guide_section("Binaries in /opt/bin", "critical")
+
+
+def test_opt_bin_holds_what_the_role_needs(node, facts):
+    missing = [b for b in spec.REQUIRED_BINARIES[node.role] if b not in facts.checksums()]
+    expect(not missing, node.name, f"{spec.BIN_DIR} holds what a {node.role} needs",
+           expected=", ".join(spec.REQUIRED_BINARIES[node.role]),
+           found="missing " + ", ".join(missing),
+           evidence={"sha256sum /opt/bin/*": facts.section("binaries")})
+
+
+def test_binaries_identical_on_every_node(node, facts, master_facts, run_state):
+    # without a bootstrap in this run (--no-bootstrap), the master's copy is the reference
+    shipped = (run_state.get("bootstrap") or {}).get("checksums") or master_facts.checksums()
+    mine = facts.checksums()
+    differing = sorted(n for n in mine if n in shipped and mine[n] != shipped[n])
+    expect(not differing, node.name, "binaries are identical to the shipped ones",
+           expected="sha256 as shipped", found="differs: " + ", ".join(differing),
+           evidence={"sha256sum /opt/bin/*": facts.section("binaries"),
+                     "shipped": "\n".join(f"{d}  {n}" for n, d in sorted(shipped.items()))})

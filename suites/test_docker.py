@@ -1,0 +1,43 @@
+"""Docker configured to run with flannel: docker0 carries FLANNEL_SUBNET (--bip) and
+containers get FLANNEL_MTU (--mtu)."""
+from helpers.checks import expect, guide_section, readable
+
+pytestmark = guide_section("Docker with flannel", "blocker")
+
+
+def test_docker_daemon_answers(node, facts):
+    expect(facts.ok("docker_version") and facts.section("docker_version").strip(), node.name,
+           "the Docker daemon answers", expected="a server version",
+           found=facts.section("docker_version") or "no answer",
+           evidence={"journalctl -b -u docker.service": facts.journal("docker.service")})
+
+
+def test_docker0_carries_the_flannel_subnet(node, facts):
+    wanted = facts.env_file("subnet_env").get("FLANNEL_SUBNET", "(no FLANNEL_SUBNET)")
+    found = readable(facts.addresses, "docker0")
+    expect(found == [wanted], node.name, "docker0's address is FLANNEL_SUBNET (--bip)",
+           expected=wanted, found=", ".join(found) or "no IPv4 on docker0",
+           evidence={"ip addr": facts.section("ip_addr"),
+                     "subnet.env": facts.section("subnet_env"),
+                     "docker.service": facts.unit_file("docker.service")})
+
+
+def _daemon_mtu(facts) -> str:
+    networks = readable(facts.json, "docker_network")
+    try:
+        return str(networks[0]["Options"].get("com.docker.network.driver.mtu", "1500"))
+    except (IndexError, KeyError, TypeError, AttributeError):
+        return "unknown"
+
+
+def test_docker_applies_the_flannel_mtu(node, facts):
+    """docker0 itself stays at 1500 until a container attaches: look at what Docker applies."""
+    wanted = facts.env_file("subnet_env").get("FLANNEL_MTU", "(no FLANNEL_MTU)")
+    probe = facts.section("probe_container").split()
+    container_mtu = probe[0] if facts.ok("probe_container") and probe else "no container ran"
+    found = {"bridge network option": _daemon_mtu(facts), "container eth0": container_mtu}
+    expect(set(found.values()) == {wanted}, node.name, "Docker uses FLANNEL_MTU (--mtu)",
+           expected=wanted, found=", ".join(f"{k} {v}" for k, v in found.items()),
+           evidence={"docker network inspect bridge": facts.section("docker_network"),
+                     "probe container": facts.section("probe_container"),
+                     "subnet.env": facts.section("subnet_env")})

@@ -1,0 +1,111 @@
+"""The seven systemd units (GUIDE-SPEC.md, "Units"): present, enabled, active, and wired
+as the guide writes them, read from systemd's effective values, not only the file text."""
+import pytest
+
+from helpers import spec
+from helpers.checks import expect, guide_section, unit_evidence
+
+pytestmark = guide_section("Systemd units", "critical")
+
+MICROSECONDS = 1_000_000
+
+
+def test_unit_file_is_in_etc_systemd_system(node, unit, facts):
+    props = facts.unit(unit)
+    expect(props.get("FragmentPath") == f"{spec.UNIT_DIR}/{unit}", node.name,
+           f"{unit} is installed in {spec.UNIT_DIR}",
+           expected=f"{spec.UNIT_DIR}/{unit} (LoadState=loaded)",
+           found=f"{props.get('FragmentPath') or 'no unit file'} "
+                 f"(LoadState={props.get('LoadState', '?')})",
+           evidence=unit_evidence(facts, unit))
+
+
+def test_unit_is_enabled_for_multi_user(node, unit, facts):
+    state = facts.unit(unit).get("UnitFileState", "")
+    linked = unit in facts.wanted_by_multi_user()
+    expect(state == "enabled" and linked, node.name, f"{unit} is enabled",
+           expected=f"UnitFileState=enabled, linked in {spec.WANTED_BY}.wants",
+           found=f"UnitFileState={state or '?'}, linked={linked}",
+           evidence={"multi-user.target.wants": facts.section("wants")})
+
+
+def test_unit_is_active(node, unit, facts):
+    props = facts.unit(unit)
+    expect(props.get("ActiveState") == "active", node.name, f"{unit} is active",
+           expected="ActiveState=active (running)",
+           found=f"ActiveState={props.get('ActiveState', '?')} ({props.get('SubState', '?')})",
+           evidence=unit_evidence(facts, unit))
+
+
+@pytest.mark.parametrize("directive", ["After", "Wants", "Requires"])
+def test_unit_dependencies_match_the_guide(node, unit, directive, facts):
+    wanted = set(getattr(spec.unit(unit), directive.lower()))
+    effective = set(facts.unit(unit).get(directive, "").split())
+    expect(wanted <= effective, node.name, f"{unit} {directive}= as the guide writes it",
+           expected=f"{directive} includes {', '.join(sorted(wanted)) or '(nothing required)'}",
+           found=f"missing {', '.join(sorted(wanted - effective))} "
+                 f"(effective: {' '.join(sorted(effective)) or 'none'})",
+           evidence=unit_evidence(facts, unit))
+
+
+def test_unit_restarts_on_failure_after_5s(node, unit, facts):
+    props = facts.unit(unit)
+    expected = (spec.RESTART, f"{spec.RESTART_SEC}s")
+    found = (props.get("Restart"), props.get("RestartUSec"))
+    expect(found == expected, node.name, f"{unit} restart policy",
+           expected=f"Restart={expected[0]}, RestartSec={expected[1]}",
+           found=f"Restart={found[0]}, RestartSec={found[1]}",
+           evidence=unit_evidence(facts, unit))
+
+
+def test_unit_runs_the_guide_command(node, unit, facts, inventory, cluster):
+    from helpers.bootstrap.units import node_values
+    values = node_values(inventory, [n.private_ip for n in cluster.nodes], node.private_ip)
+    wanted = spec.unit(unit).exec_start.line(values)
+    exec_start = facts.unit(unit).get("ExecStart", "")
+    argv = exec_start.partition("argv[]=")[2].partition(" ;")[0].strip()
+    expect(argv == wanted, node.name, f"{unit} ExecStart",
+           expected=wanted, found=argv or "(no ExecStart)",
+           evidence=unit_evidence(facts, unit))
+
+
+def _started(props: dict) -> int:
+    return int(props.get("InactiveExitTimestampMonotonic") or 0)
+
+
+def _became_active(props: dict) -> int:
+    return int(props.get("ActiveEnterTimestampMonotonic") or 0)
+
+
+def test_start_order_since_boot_respects_after(node, facts):
+    """Each unit began starting only once every After= unit it has was active."""
+    units = facts.units()
+    violations = []
+    for unit in spec.units_for(node.role):
+        mine = units.get(unit.name, {})
+        for dep in unit.after:
+            theirs = units.get(dep, {})
+            if _started(mine) and _became_active(theirs) > _started(mine):
+                violations.append(
+                    f"{unit.short} started at {_started(mine) / MICROSECONDS:.2f}s before "
+                    f"{dep} was active at {_became_active(theirs) / MICROSECONDS:.2f}s")
+    expect(not violations, node.name, "units start in the guide's dependency order",
+           expected="etcd before flannel before docker; apiserver before controller-manager",
+           found="; ".join(violations),
+           evidence={"systemctl show": facts.section("show")})
+
+
+@pytest.mark.role(spec.MINION)
+def test_master_only_units_absent_on_minion(node, facts):
+    master_only = [u.name for u in spec.UNITS if not u.runs_on(spec.MINION)]
+    present = [u for u in master_only if facts.unit(u).get("LoadState") not in ("not-found", None)]
+    expect(not present, node.name, "master-only units are absent on a minion",
+           expected="no " + ", ".join(master_only), found=", ".join(present),
+           evidence={u: facts.unit_file(u) for u in present})
+
+
+def test_no_failed_units(node, facts):
+    failed = facts.failed_units()
+    expect(not failed, node.name, "no failed units", expected="none",
+           found=", ".join(failed),
+           evidence={"systemctl --failed": facts.section("failed")})
