@@ -76,6 +76,30 @@ class SSHServer:
     def descendants(self) -> list[int]:
         return _descendants(self.pid)
 
+    def commands(self, cmdline: str) -> list[int]:
+        """Pids of processes under sshd whose command line is exactly cmdline."""
+        found = []
+        for pid in self.descendants():
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            except OSError:
+                continue
+            if b" ".join(args).decode(errors="replace") == cmdline:
+                found.append(pid)
+        return found
+
+    def kill_leftovers(self) -> None:
+        """Kill commands sessions left running (say, after a timeout). Call it before
+        the client disconnects: a command outlives its session, and is then no longer
+        under sshd for stop() to find."""
+        for pid in reversed(self.descendants()):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sshd"):
+                    continue
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -29,6 +29,7 @@ def connection(server, node=None, **kwargs) -> Connection:
 def conn(sshd):  # noqa: F811
     c = connection(sshd).connect()
     yield c
+    sshd.kill_leftovers()
     c.close()
 
 
@@ -88,20 +89,12 @@ def test_overrun_raises_command_timeout_and_connection_survives(sshd, conn):  # 
     # the overrunning command is not left behind: sshd is asked to signal it. OpenSSH
     # honours that for ordinary users; for a root login (no privilege separation, as
     # here when the suite runs as root) it refuses, and says so in its log
-    def sleeper_left():
-        for pid in sshd.descendants():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if cmdline.strip() == b"sleep 30":
-                return True
-        return False
     if sshd.user == "root":
         assert wait_until(lambda: "session_signal_req" in sshd.log(), 3), \
             "no signal request reached sshd"
     else:
-        assert wait_until(lambda: not sleeper_left(), 3), "remote `sleep 30` still running"
+        assert wait_until(lambda: not sshd.commands("sleep 30"), 3), \
+            "remote `sleep 30` still running"
 
 
 def test_a_chatty_command_still_times_out(conn):
@@ -120,6 +113,7 @@ def test_default_command_timeout_applies(sshd):  # noqa: F811
             c.run("sleep 30")
         assert time.monotonic() - started < 2.0
     finally:
+        sshd.kill_leftovers()
         c.close()
 
 

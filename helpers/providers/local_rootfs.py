@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 from helpers.providers.base import ProviderError
+from helpers.providers.netns import safe_rmtree
 
 RECIPE_VERSION = 2
 SUITE = "bookworm"
@@ -150,14 +151,14 @@ def _prune_old(keep: Path) -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
     for old in keep.parent.glob("rootfs-*"):
         if old != keep and old.is_dir() and f"lowerdir={old}" not in mounts:
-            shutil.rmtree(old, ignore_errors=True)
+            safe_rmtree(old)
 
 
 def _build(final: Path) -> None:
     # Build beside the final name and rename at the end: a killed build leaves only
     # a temp dir (removed by the next build), never a half tree under the final name.
     for stale in final.parent.glob(".rootfs-*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
+        safe_rmtree(stale)
     tmp = final.parent / f".{final.name}.tmp"
     print(f"local provider: building node rootfs {final} with mmdebstrap "
           f"(first run only, about a minute)", file=sys.stderr, flush=True)
@@ -171,8 +172,7 @@ def _build(final: Path) -> None:
                                 f"building {final} (its output is above)")
         os.rename(tmp, final)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        safe_rmtree(tmp)   # a killed mmdebstrap may leave /proc, /sys, /dev mounted in it
 
 
 if __name__ == "__main__":   # build or show the cache by hand: python3 -m helpers.providers.local_rootfs DIR

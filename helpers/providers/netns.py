@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -168,6 +169,28 @@ def is_mountpoint(path: Path) -> bool:
         if line.split()[4].replace("\\040", " ") == target:
             return True
     return False
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path`, deepest first."""
+    base = str(Path(path).resolve())
+    points = [line.split()[4].replace("\\040", " ")
+              for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return sorted((p for p in points if p == base or p.startswith(base + "/")),
+                  key=lambda p: -p.count("/"))
+
+
+def safe_rmtree(path: Path) -> None:
+    """rmtree that first detaches mounts below `path` and refuses if one stays: rmtree
+    crosses mount points, and a build's bind of the host's /dev must never be emptied."""
+    if not Path(path).exists():
+        return
+    for point in mounts_under(path):
+        subprocess.run(["umount", "--lazy", point], capture_output=True)
+    left = mounts_under(path)
+    if left:
+        raise ProviderError(f"refusing to delete {path}: still mounted: {', '.join(left)}")
+    shutil.rmtree(path)
 
 
 def _unmount_empty_netns_dir() -> None:

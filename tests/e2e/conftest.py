@@ -20,15 +20,22 @@ E2E_PREFIX = "k8se2e"
 MEASURED: dict[str, str] = {}
 
 
+@pytest.fixture(scope="session")
 def local_inventory():
     return parse({"provider": "local", "bootstrap": {"enabled": False},
                   "local": {"prefix": E2E_PREFIX}})
 
 
+@pytest.fixture(scope="session")
+def measured() -> dict[str, str]:
+    """Figures to show in the terminal summary (test modules import no conftest)."""
+    return MEASURED
+
+
 @pytest.fixture(scope="module")
-def local_provider(tmp_path_factory):
+def local_provider(tmp_path_factory, local_inventory):
     run_dir = tmp_path_factory.mktemp("local-cluster")
-    provider = LocalProvider(local_inventory(), run_dir, f"e2e{os.getpid()}")
+    provider = LocalProvider(local_inventory, run_dir, f"e2e{os.getpid()}")
     try:
         provider.preflight()
     except ProviderUnavailable as exc:

@@ -16,7 +16,6 @@ import pytest
 from helpers.providers import netns
 from helpers.providers.base import ProviderError
 from helpers.providers.local import LocalProvider, SUPERVISOR_NAME
-from tests.e2e.conftest import E2E_PREFIX, MEASURED, local_inventory
 
 PUBLIC = ipaddress.IPv4Network("192.168.2.0/24")
 PRIVATE = ipaddress.IPv4Network("10.120.0.0/24")
@@ -60,8 +59,9 @@ def test_interface_names_fit_the_kernel_limit():
     assert all(name.startswith(netns.link_prefix("a-very-long-prefix")) for name in long)
 
 
-def test_node_addresses_default_to_the_guides_and_must_lie_in_the_networks(tmp_path):
-    plans = LocalProvider(local_inventory(), tmp_path, "t")._plans()
+def test_node_addresses_default_to_the_guides_and_must_lie_in_the_networks(tmp_path,
+                                                                         local_inventory):
+    plans = LocalProvider(local_inventory, tmp_path, "t")._plans()
     assert [(p.name, p.role, p.public_ip, p.private_ip) for p in plans] == [
         ("coreos-1", "master", "192.168.2.1", "10.120.0.1"),
         ("coreos-2", "minion", "192.168.2.2", "10.120.0.2"),
@@ -151,13 +151,13 @@ def test_docker_in_a_node_creates_docker0_and_runs_a_container(local_cluster, co
 
 @pytest.mark.e2e
 @pytest.mark.xdist_group("local-cluster")
-def test_memory_per_node_is_small(local_cluster, connections):
+def test_memory_per_node_is_small(local_cluster, connections, measured):
     usage = {n.name: LocalProvider.memory(local_cluster, n) for n in local_cluster.nodes}
     rss = {}
     for name, conn in connections.items():
         out = run(conn, "ps -e -o rss=").stdout.split()
         rss[name] = sum(int(kb) for kb in out) * 1024
-    MEASURED["memory per node (cgroup rss / usage incl. cache / sum of process RSS)"] = ", ".join(
+    measured["memory per node (cgroup rss / usage incl. cache / sum of process RSS)"] = ", ".join(
         f"{n} {u['rss'] >> 20}/{u['usage'] >> 20}/{rss[n] >> 20} MiB" for n, u in usage.items())
     for name, u in usage.items():
         assert u["usage"] < 512 << 20, f"{name} uses {u['usage'] >> 20} MiB"
@@ -166,12 +166,12 @@ def test_memory_per_node_is_small(local_cluster, connections):
 @pytest.mark.e2e
 @pytest.mark.xdist_group("local-cluster")
 def test_reboot_returns_with_a_new_boot_id_and_etcd_healthy(local_provider, local_cluster,
-                                                            connections):
+                                                            connections, measured):
     node = local_cluster.minions[-1]
     old_boot_id = connections[node.name].boot_id()
     started = time.monotonic()
     local_provider.reboot(local_cluster, node, timeout=120)
-    MEASURED["reboot (to SSH with a new boot id)"] = f"{time.monotonic() - started:.1f} s"
+    measured["reboot (to SSH with a new boot id)"] = f"{time.monotonic() - started:.1f} s"
     connections[node.name].close()     # reconnects on next use
     conn = connections[node.name]
     assert conn.boot_id() != old_boot_id
@@ -183,33 +183,34 @@ def test_reboot_returns_with_a_new_boot_id_and_etcd_healthy(local_provider, loca
             break
         assert time.monotonic() < deadline, f"etcd on {node.name} after reboot: {health} {members}"
         time.sleep(1)
-    MEASURED["reboot (to etcd healthy again)"] = f"{time.monotonic() - started:.1f} s"
+    measured["reboot (to etcd healthy again)"] = f"{time.monotonic() - started:.1f} s"
     assert run(conn, "systemctl is-system-running --wait", timeout=90).stdout.strip() == "running"
 
 
 @pytest.mark.e2e
 @pytest.mark.xdist_group("local-cluster")
-def test_destroy_leaves_nothing_behind(local_provider, local_cluster, connections):
+def test_destroy_leaves_nothing_behind(local_provider, local_cluster, connections, measured):
     for conn in connections.values():
         conn.close()
     work_dir = Path(local_cluster.state["work_dir"])
     started = time.monotonic()
     local_provider.destroy(local_cluster)
-    MEASURED["destroy"] = f"{time.monotonic() - started:.1f} s"
+    measured["destroy"] = f"{time.monotonic() - started:.1f} s"
     local_provider.destroy(local_cluster)          # idempotent
     local_provider.destroy(None)                   # and from leftovers by prefix
-    assert leftovers(work_dir) == {}
+    prefix = local_cluster.state["prefix"]
+    assert leftovers(prefix, work_dir) == {}
 
 
-def leftovers(work_dir: Path) -> dict[str, list[str]]:
+def leftovers(prefix: str, work_dir: Path) -> dict[str, list[str]]:
     """Everything on the host that still names our prefix."""
-    marker = f"{E2E_PREFIX}-"
+    marker = f"{prefix}-"
     found = {
         "processes": [c for c in _cmdlines() if marker in c or
                       (SUPERVISOR_NAME in c and str(work_dir) in c)],
         "namespaces": [n for n in (p.name for p in netns.NETNS_DIR.glob("*"))
                        if n.startswith(marker)] if netns.NETNS_DIR.is_dir() else [],
-        "links": netns.our_links(E2E_PREFIX),
+        "links": netns.our_links(prefix),
         "mounts": [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
                    if marker in line],
         "node dirs": [str(p) for p in work_dir.glob(f"{marker}*")],
