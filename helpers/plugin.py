@@ -16,6 +16,7 @@ from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
 from helpers import lifecycle, reporting
 from helpers.providers import Cluster, ProviderUnavailable, provider_class
+from helpers.summary import SUMMARY, SignOff
 
 SUITES = inventory_mod.ROOT / "suites"
 STATE_KEY = "k8sconf_state_file"
@@ -65,6 +66,10 @@ class ConformanceRun:
         self.config, self.inv_path, self.inv = config, inventory_path, inventory
         self.worker = hasattr(config, "workerinput")
         self.lifecycle: lifecycle.ClusterLifecycle | None = None
+        self.signoff = None
+        if not self.worker and not config.option.collectonly:
+            self.signoff = SignOff()
+            config.pluginmanager.register(self.signoff, "k8sconf-signoff")
 
     # -- controller: set up before the workers start, tear down after they end --------
     @pytest.hookimpl(tryfirst=True)
@@ -133,12 +138,27 @@ class ConformanceRun:
                                  ids=[n.name for n in nodes])
 
     def pytest_collection_modifyitems(self, items):
-        import pytest as _pytest
         for item in items:
             callspec = getattr(item, "callspec", None)
-            if callspec and "node" in callspec.params:
+            node = callspec.params.get("node") if callspec else None
+            if node:
                 # each node's checks on one xdist worker, so its facts are gathered once
-                item.add_marker(_pytest.mark.xdist_group(callspec.params["node"]))
+                item.add_marker(pytest.mark.xdist_group(node))
+            features = [m.args[0] for m in item.iter_markers("allure_label")
+                        if m.kwargs.get("label_type") == "feature" and m.args]
+            # user_properties travel with the report from xdist workers to the controller
+            item.user_properties += [("node", node or "cluster"),
+                                     ("area", features[0] if features else "other")]
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.signoff is None:
+            return
+        state = lifecycle.read_state() if lifecycle.STATE_FILE.exists() else {}
+        text = reporting.redact(self.signoff.write(state))
+        terminalreporter.section("conformance sign-off")
+        for line in text.splitlines():
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"(written to {SUMMARY})")
 
     # -- fixtures ----------------------------------------------------------------------------
     @pytest.fixture(scope="session")

@@ -137,7 +137,7 @@ class LocalProvider(Provider):
             for plan in plans:
                 self._start_node(plan)
             cluster = self._cluster(plans, host_keys, key)
-            self._wait_ready(cluster, plans, t_ready + self.settings.boot_timeout)
+            self._wait_ready(cluster, t_ready + self.settings.boot_timeout)
         except BaseException:
             log.warning("local provider: create failed; removing what it made")
             self._teardown(self.prefix, self.settings.work_dir)
@@ -200,6 +200,9 @@ class LocalProvider(Provider):
 
     def _plans(self) -> list[NodePlan]:
         public, private = self._networks()
+        if public.overlaps(private):
+            raise ProviderError(f"local provider: public_network {public} and private_network "
+                                f"{private} overlap")
         plans = []
         for index, spec in enumerate(self.inventory.node_specs(), start=1):
             pub = spec.public_ip or public[index]
@@ -258,8 +261,11 @@ class LocalProvider(Provider):
         _run(["mount", "-t", "overlay", "overlay", "-o",
               f"lowerdir={rootfs},upperdir={plan.dir / 'upper'},workdir={plan.dir / 'work'}",
               str(plan.root)])
-        host_key = plan.dir / "ssh_host_ed25519_key"
-        _keygen(host_key, f"root@{plan.name}")
+        self._write_identity(plan, plans)
+        _authorize(plan.root, "core", run_key.with_suffix(".pub").read_text())
+        return _install_host_key(plan)
+
+    def _write_identity(self, plan: NodePlan, plans: list[NodePlan]) -> None:
         root = plan.root
         _write(root / "etc/hostname", f"{plan.name}\n")
         _write(root / "etc/hosts", _hosts(plans))
@@ -267,15 +273,6 @@ class LocalProvider(Provider):
                                          f"COREOS_PRIVATE_IPV4={plan.private_ip}\n")
         _write(root / "etc/machine-id", uuid.uuid4().hex + "\n")
         _write(root / "etc/default/etcd", self._etcd_config(plan, plans))
-        _write(root / "etc/ssh/ssh_host_ed25519_key", host_key.read_text(), mode=0o600)
-        _write(root / "etc/ssh/ssh_host_ed25519_key.pub", host_key.with_suffix(".pub").read_text())
-        uid, gid = _user_ids(root, "core")
-        ssh_dir = root / "home/core/.ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        _write(ssh_dir / "authorized_keys", run_key.with_suffix(".pub").read_text(), mode=0o600)
-        for path in (ssh_dir, ssh_dir / "authorized_keys"):
-            os.chown(path, uid, gid)
-        return " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
 
     def _etcd_config(self, plan: NodePlan, plans: list[NodePlan]) -> str:
         members = ",".join(f"{p.name}=http://{p.private_ip}:2380" for p in plans)
@@ -326,7 +323,7 @@ class LocalProvider(Provider):
                 "--capability=all", "--system-call-filter=add_key keyctl request_key",
                 "--bind=/dev/net/tun", f"--bind={plan.dir / 'docker'}:/var/lib/docker"]
 
-    def _wait_ready(self, cluster: Cluster, plans: list[NodePlan], deadline: float) -> None:
+    def _wait_ready(self, cluster: Cluster, deadline: float) -> None:
         for node in cluster.nodes:
             netns.confirm_route(node.ssh_host, netns.bridge_names(self.prefix)[0])
         stop = threading.Event()    # lets a failure or Ctrl-C end the other waits at once
@@ -448,6 +445,26 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
+def _install_host_key(plan: NodePlan) -> str:
+    """A fresh ed25519 host key for the node (kept beside it); returns the public line
+    that `Node.host_keys` carries, so that SSH verifies this very key."""
+    key = plan.dir / "ssh_host_ed25519_key"
+    _keygen(key, f"root@{plan.name}")
+    public = key.with_suffix(".pub").read_text()
+    _write(plan.root / "etc/ssh/ssh_host_ed25519_key", key.read_text(), mode=0o600)
+    _write(plan.root / "etc/ssh/ssh_host_ed25519_key.pub", public)
+    return " ".join(public.split()[:2])
+
+
+def _authorize(root: Path, user: str, public_key: str) -> None:
+    uid, gid = _user_ids(root, user)
+    ssh_dir = root / "home" / user / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    _write(ssh_dir / "authorized_keys", public_key, mode=0o600)
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, uid, gid)
+
+
 def _hosts(plans: list[NodePlan]) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{p.private_ip}\t{p.name}" for p in plans]
@@ -539,12 +556,19 @@ def _recorded_cgroups(node_dir: Path) -> list[Path]:
         return []
 
 
+def _cgroup_tree(cg: Path) -> list[Path]:
+    """`cg` and every cgroup below it, deepest first. The tree changes while we walk it
+    (the node's systemd removes cgroups of stopped units); os.walk skips what vanished."""
+    dirs = [Path(top) for top, _, _ in os.walk(cg)]
+    return sorted(dirs, key=lambda p: -len(p.parts))
+
+
 def _cgroup_pids(cgroups: list[Path]) -> set[int]:
     pids = set()
     for cg in cgroups:
-        for procs in cg.rglob("cgroup.procs") if cg.is_dir() else ():
+        for d in _cgroup_tree(cg):
             try:
-                pids.update(int(p) for p in procs.read_text().split())
+                pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())
             except OSError:
                 pass
     return pids
@@ -554,11 +578,8 @@ def _remove_cgroups(cgroups: list[Path]) -> None:
     # Children first; a cgroup can only go once its processes have exited, which the
     # kernel finishes a little after the kill, hence the short retry.
     for cg in cgroups:
-        if not cg.is_dir():
-            continue
-        for d in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for d in _cgroup_tree(cg):
             _rmdir_retry(d)
-        _rmdir_retry(cg)
 
 
 def _rmdir_retry(path: Path, attempts: int = 20) -> None:
@@ -606,7 +627,7 @@ def _kill_unit_processes(node_dir: Path, unit: str) -> None:
     succeed. Its data is discarded with the node, so there is nothing to protect.
     """
     for cg in _recorded_cgroups(node_dir):
-        for unit_dir in cg.rglob(unit) if cg.is_dir() else ():
+        for unit_dir in (d for d in _cgroup_tree(cg) if d.name == unit):
             for pid in _cgroup_pids([unit_dir]):
                 try:
                     os.kill(pid, signal.SIGKILL)

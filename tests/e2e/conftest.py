@@ -7,6 +7,7 @@ Measured figures (create, reboot, destroy, memory) are shown at the end of the r
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -15,6 +16,7 @@ import pytest
 from helpers.inventory import parse
 from helpers.providers.base import ProviderUnavailable
 from helpers.providers.local import LocalProvider
+from helpers.providers.local_rootfs import rootfs_path
 
 E2E_PREFIX = "k8se2e"
 MEASURED: dict[str, str] = {}
@@ -44,9 +46,10 @@ def local_provider(tmp_path_factory, local_inventory):
 
 
 @pytest.fixture(scope="module")
-def local_cluster(local_provider):
+def local_cluster(local_provider, request):
     started = time.monotonic()
-    cluster = local_provider.create()
+    with _uncaptured_if_building(local_provider, request.config):
+        cluster = local_provider.create()
     how = "building the rootfs" if cluster.state["rootfs_built"] else "rootfs cached"
     MEASURED[f"create ({how}), to SSH + healthy etcd on all nodes"] = \
         f"{time.monotonic() - started:.1f} s"
@@ -67,6 +70,14 @@ def connections(local_cluster):
     yield conns
     for conn in conns.values():
         conn.close()
+
+
+def _uncaptured_if_building(provider: LocalProvider, config):
+    """Let the first rootfs build (about a minute) show mmdebstrap's progress live."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None or rootfs_path(provider.settings.cache_dir).is_dir():
+        return contextlib.nullcontext()
+    return capman.global_and_fixture_disabled()
 
 
 def pytest_terminal_summary(terminalreporter):

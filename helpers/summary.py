@@ -1,0 +1,109 @@
+"""The sign-off summary: a verdict, pass/fail per area and per node, the advisories, and
+the durations, printed at the end of the run and written to reports/summary.md.
+
+It counts the same reports the JUnit file is written from (one per test, in the
+controller under xdist), so the two always agree.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from helpers.inventory import ROOT
+
+SUMMARY = ROOT / "reports" / "summary.md"
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+def outcome_of(report) -> str | None:
+    """One outcome per test, as JUnit counts it; None for phases that add nothing."""
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return report.outcome
+    if report.failed:
+        return "error"
+    if report.skipped and report.when == "setup":
+        return "xfailed" if hasattr(report, "wasxfail") else "skipped"
+    return None
+
+
+class SignOff:
+    def __init__(self):
+        self.started = time.time()
+        self.results: dict[str, tuple[str, str, str, str]] = {}  # nodeid -> outcome, area, node, msg
+
+    def pytest_runtest_logreport(self, report):
+        outcome = outcome_of(report)
+        if outcome is None:
+            return
+        props = dict(report.user_properties)
+        previous = self.results.get(report.nodeid)
+        if previous and previous[0] in ("failed", "error") and outcome == "error":
+            return  # a teardown error after a failure: JUnit keeps one testcase too
+        message = getattr(report, "wasxfail", "") or (
+            report.longreprtext.splitlines()[-1] if report.failed and report.longreprtext else "")
+        self.results[report.nodeid] = (outcome, props.get("area", "other"),
+                                       props.get("node", "cluster"), message)
+
+    def counts(self) -> Counter:
+        return Counter(outcome for outcome, *_ in self.results.values())
+
+    def verdict(self) -> str:
+        counts = self.counts()
+        if not self.results:
+            return "NO RESULT (nothing ran)"
+        return "FAIL" if counts["failed"] or counts["error"] or counts["xpassed"] else "PASS"
+
+    def markdown(self, state: dict) -> str:
+        counts = self.counts()
+        lines = [f"# Conformance sign-off: {self.verdict()}", "",
+                 f"- inventory: `{state.get('inventory', '?')}` (provider {state.get('provider', '?')}),"
+                 f" run {state.get('run_id', '?')}",
+                 "- binaries: " + ("this project's stand-ins" if (state.get("bootstrap") or {}).get("standins")
+                                   else "as given by the inventory's artifacts"),
+                 "- totals: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES), ""]
+        lines += self._table("Area", 1) + [""] + self._table("Node", 2) + [""]
+        advisories = [(nodeid, msg) for nodeid, (o, _, _, msg) in self.results.items() if o == "xfailed"]
+        fixed = [nodeid for nodeid, (o, *_) in self.results.items() if o == "xpassed"]
+        lines += ["## Advisories (known defects of the guide)", ""]
+        lines += [f"- `{nodeid.split('::')[-1]}`: {msg}" for nodeid, msg in advisories] or ["- none"]
+        if fixed:
+            lines += ["", "Advisories that no longer apply (the install changed):"]
+            lines += [f"- `{nodeid}`" for nodeid in fixed]
+        failures = [(nodeid, msg) for nodeid, (o, _, _, msg) in self.results.items()
+                    if o in ("failed", "error")]
+        if failures:
+            lines += ["", "## Failures", ""]
+            lines += [f"- `{nodeid}`: {msg}" for nodeid, msg in failures]
+        lines += ["", "## Durations", ""] + self._durations(state)
+        return "\n".join(lines) + "\n"
+
+    def _table(self, title: str, column: int) -> list[str]:
+        by_key: dict[str, Counter] = defaultdict(Counter)
+        for values in self.results.values():
+            by_key[values[column]][values[0]] += 1
+        rows = [f"| {title} | passed | failed | errors | advisories | verdict |",
+                "|---|---|---|---|---|---|"]
+        for key in sorted(by_key):
+            c = by_key[key]
+            bad = c["failed"] + c["error"] + c["xpassed"]
+            rows.append(f"| {key} | {c['passed']} | {c['failed'] + c['xpassed']} | {c['error']} | "
+                        f"{c['xfailed']} | {'FAIL' if bad else 'pass'} |")
+        return rows
+
+    def _durations(self, state: dict) -> list[str]:
+        steps = state.get("steps") or []
+        setup = sum(s.get("seconds", 0) for s in steps if not s.get("node"))
+        setup += sum(max((s.get("seconds", 0) for s in steps if s["name"] == name), default=0)
+                     for name in {s["name"] for s in steps if s.get("node")})
+        total = time.time() - self.started
+        return [f"- set-up (provisioning and bootstrap): {setup:.1f} s",
+                f"- whole run: {total:.1f} s"]
+
+    def write(self, state: dict, path: Path = SUMMARY) -> str:
+        text = self.markdown(state)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return text
