@@ -75,7 +75,7 @@ class Bootstrap(Strict):
     enabled: bool = True
     mode: Literal["ssh", "cloud-config"] = "ssh"
     ship: Literal["all", "required"] = "all"
-    settle_timeout: float = Field(240, gt=0, le=3600)
+    settle_timeout: float = Field(120, gt=0, le=3600)
     reboot: bool = True
 
 

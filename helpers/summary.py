@@ -75,10 +75,23 @@ class SignOff:
         failures = [(nodeid, msg) for nodeid, (o, _, _, msg) in self.results.items()
                     if o in ("failed", "error")]
         if failures:
-            lines += ["", "## Failures", ""]
-            lines += [f"- `{nodeid}`: {msg}" for nodeid, msg in failures]
+            lines += ["", "## Failures", ""] + self._grouped(failures)
         lines += ["", "## Durations", ""] + self._durations(state)
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _grouped(failures: list[tuple[str, str]]) -> list[str]:
+        """One line per distinct message, so a broken set-up is one line, not hundreds."""
+        by_message: dict[str, list[str]] = defaultdict(list)
+        for nodeid, message in failures:
+            by_message[message].append(nodeid.split("@")[0])
+        lines = []
+        for message, nodeids in by_message.items():
+            if len(nodeids) == 1:
+                lines.append(f"- `{nodeids[0]}`: {message}")
+            else:
+                lines.append(f"- {len(nodeids)} checks: {message} (first: `{nodeids[0]}`)")
+        return lines
 
     def _table(self, title: str, column: int) -> list[str]:
         by_key: dict[str, Counter] = defaultdict(Counter)

@@ -132,6 +132,7 @@ class FakeDigitalOcean:
         self._failures: list[tuple[int, dict]] = []
         self._stuck: set[str] = set()
         self._partial: tuple[int, int] | None = None
+        self._stalls: list[float] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -150,6 +151,12 @@ class FakeDigitalOcean:
     def clear_failures(self) -> None:
         with self.lock:
             self._failures.clear()
+            self._stalls.clear()
+
+    def stall_next(self, count: int, seconds: float) -> None:
+        """The next `count` requests wait `seconds` before any answer (read timeouts)."""
+        with self.lock:
+            self._stalls += [seconds] * count
 
     def stick(self, name_part: str) -> None:
         """Droplets whose name contains name_part stay 'new' forever."""
@@ -203,7 +210,7 @@ class FakeDigitalOcean:
         class Handler(_Handler):
             pass
         Handler.fake = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1}, daemon=True)
@@ -319,6 +326,13 @@ class FakeDigitalOcean:
             droplet.sshd = None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that hung up (a read timeout under test) is not news
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeDigitalOcean
     protocol_version = "HTTP/1.1"
@@ -329,6 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------------------
     def _answer(self, status: int, payload: dict | None = None, headers: dict | None = None):
+        self.record.status = status  # before the client can see the answer
         body = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json; charset=utf-8")
@@ -359,8 +374,17 @@ class _Handler(BaseHTTPRequestHandler):
         record = Request(method, url.path, query, body)
         fake = self.fake
         with fake.lock:
+            stall = fake._stalls.pop(0) if fake._stalls else 0.0
+        if stall:
+            time.sleep(stall)
+            record.status = -1  # the client gave up; whatever happens next is not an answer
+            with fake.lock:
+                fake.requests.append(record)
+            return
+        self.record = record
+        with fake.lock:
             fake.requests.append(record)
-            record.status = self._route(method, url.path, query, body, raw)
+            self._route(method, url.path, query, body, raw)
 
     def _route(self, method, path, query, body, raw) -> int:
         fake = self.fake

@@ -7,6 +7,7 @@ user_data the provider sent, so host-key verification is the real thing.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import logging
 import os
@@ -18,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import paramiko
 import pytest
 import yaml
 
@@ -73,7 +73,7 @@ def do_inventory(fake_url: str, key: Path, port: int, **settings):
                "tags": ["nightly"], "active_timeout": 20, **settings}
     return parse({"provider": "digitalocean", "bootstrap": {"enabled": False},
                   "digitalocean": section,
-                  "ssh": {"user": os.environ.get("USER") or "root", "key": str(key),
+                  "ssh": {"user": getpass.getuser(), "key": str(key),
                           "port": port, "connect_timeout": 3, "command_timeout": 10,
                           **extra_ssh}})
 
@@ -88,9 +88,7 @@ def make_provider(inventory, tmp_path, run_id=RUN_ID) -> do.DigitalOceanProvider
 
 @pytest.fixture
 def provider(fake, client_key, ssh_port, tmp_path):
-    import getpass
-    inventory = do_inventory(fake.url, client_key, ssh_port,
-                             ssh={"user": getpass.getuser()})
+    inventory = do_inventory(fake.url, client_key, ssh_port)
     made = make_provider(inventory, tmp_path)
     yield made
     fake.clear_failures()
@@ -144,8 +142,8 @@ def test_create_makes_every_droplet_in_one_request(provider, fake, client_key, t
         assert connection.run("echo ok").stdout.strip() == "ok"
         connection.close()
     other = keygen(tmp_path / "other_host_key", "other")
-    imposter = Cluster.from_json(cluster.to_json()).nodes[0]
-    imposter = type(imposter)(**{**imposter.__dict__, "host_keys": (other,)})
+    imposter = dataclasses.replace(Cluster.from_json(cluster.to_json()).nodes[0],
+                                   host_keys=(other,))
     with pytest.raises(ssh_mod.HostKeyRejected):
         ssh_mod.Connection(imposter, cluster.ssh_user, cluster.ssh_key,
                            connect_timeout=5).connect()
@@ -162,10 +160,8 @@ def test_create_makes_every_droplet_in_one_request(provider, fake, client_key, t
 
 
 def test_cloud_config_user_data_and_vpc(fake, client_key, ssh_port, tmp_path):
-    import getpass
     inventory = do_inventory(fake.url, client_key, ssh_port, user_data="cloud-config",
-                             vpc_uuid="5a4981aa-9653-4bd1-bef5-d6bff52042e4", image=7555620,
-                             ssh={"user": getpass.getuser()})
+                             vpc_uuid="5a4981aa-9653-4bd1-bef5-d6bff52042e4", image=7555620)
     provider = make_provider(inventory, tmp_path)
     cluster = provider.create()
     body = fake.calls("POST", "/v2/droplets")[0].body
@@ -201,6 +197,16 @@ def test_user_data_over_64_kib_is_refused_before_sending(provider, fake, monkeyp
     with pytest.raises(ProviderError, match=r"user_data is \d+ bytes, more than the 512"):
         provider.create()
     assert fake.calls("POST") == []
+
+
+def test_more_nodes_than_one_request_can_make_is_refused(fake, client_key, ssh_port, tmp_path):
+    inventory = do_inventory(fake.url, client_key, ssh_port)
+    nodes = [{"name": f"coreos-{i}", "role": "master" if i == 1 else "minion"}
+             for i in range(1, 12)]
+    inventory = parse({**inventory.model_dump(mode="json", exclude_none=True), "nodes": nodes})
+    with pytest.raises(ProviderError, match="11 nodes, but one create request makes at most 10"):
+        make_provider(inventory, tmp_path).create()
+    assert fake.requests == []
 
 
 # -- rate limits, server errors, other errors --------------------------------------------------
@@ -247,7 +253,7 @@ def test_429_longer_than_the_budget_fails_at_once(fake, token):
         api_for(fake, token, sleeps).list_droplets("t")
     assert sleeps == []
     assert "HTTP 429 too_many_requests: API Rate limit exceeded." in str(caught.value)
-    assert "retry-after 3600 s exceeds" in str(caught.value)
+    assert "retry-after 3600 s exceeds the 10 s retry budget" in str(caught.value)
 
 
 def test_5xx_then_success_backs_off_exponentially(fake, token):
@@ -287,7 +293,7 @@ def test_persistent_500_is_one_line_provider_error(fake, token):
 def test_persistent_500_budget_bounds_the_time(fake, token):
     fake.fail_next(503, 50)
     started = time.monotonic()
-    with pytest.raises(ProviderError, match="HTTP 503"):
+    with pytest.raises(ProviderError, match=r"HTTP 503 .*the 1 s retry budget is spent"):
         api_for(fake, token, tries=100, budget=1.0, base=0.2, cap=0.4).list_droplets("t")
     assert time.monotonic() - started < 2.0
 
@@ -313,6 +319,14 @@ def test_unreachable_api_is_bounded(token):
     with pytest.raises(ProviderError, match=r"ServiceRequestError.*gave up after 3 tries"):
         api.list_droplets("t")
     assert time.monotonic() - started < 5
+
+
+def test_every_call_has_a_read_timeout(fake, token):
+    fake.stall_next(1, 3.0)
+    started = time.monotonic()
+    api_for(fake, token, read_timeout=0.5).list_droplets("t")
+    assert time.monotonic() - started < 2.5
+    assert [r.status for r in fake.requests if r.status != -1] == [200]  # stalled: no answer
 
 
 def test_token_only_over_https_or_loopback(token):
@@ -535,7 +549,6 @@ def run_fake(token, tmp_path, ssh_port):
 
 
 def start_run(project: Path, fake, client_key, port, token, tmp_path) -> subprocess.Popen:
-    import getpass
     inventory = tmp_path / "do-test.yaml"
     inventory.write_text(yaml.safe_dump({
         "provider": "digitalocean",

@@ -90,6 +90,7 @@ class Bootstrap:
         if self.changed or not self._all_active(states):
             self._restart_cluster()
         self._each_node("units settle", self._settle)
+        self._each_node("probe image for the checks", self._probe_image)
         return {"changed_nodes": sorted(self.changed), "seconds": time.monotonic() - started,
                 "deviations": units_mod.deviations_from_guide(self.inventory),
                 "checksums": self.binaries.checksums, "standins": self.binaries.standins}
@@ -197,6 +198,11 @@ class Bootstrap:
     def _restart_units(self, node: Node) -> None:
         names = " ".join(self.rendered[node.name])
         self.connections[node.name].sudo(f"systemctl restart {names}", check=True, timeout=180)
+
+    def _probe_image(self, node: Node) -> None:
+        """Not the guide's: the data-plane and MTU checks need a container image."""
+        self.connections[node.name].sudo(self.provider.probe_image_command, check=True,
+                                         timeout=120)
 
     # -- step 8: wait for every unit to be active, with a bound --------------------------
     def _settle(self, node: Node) -> None:

@@ -94,5 +94,6 @@ class Provider(ABC):
     def destroy(self, cluster: Cluster | None) -> None:
         """Remove everything create made; safe to call twice or after a partial create."""
 
-    # The user_data a provider may hand to nodes (bootstrap mode cloud-config).
-    user_data: dict[str, str] | None = None
+    # How a node gets the small image the checks run probe containers from; a node
+    # with registry access pulls it, the local cluster imports one it ships.
+    probe_image_command: str = "docker image inspect busybox >/dev/null 2>&1 || docker pull busybox"

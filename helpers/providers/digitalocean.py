@@ -80,6 +80,7 @@ DEFAULT_API_URL = "https://api.digitalocean.com"
 PROJECT_TAG = "k8s-coreos-conformance"
 RUN_TAG_PREFIX = "k8sconf-run-"
 MAX_USER_DATA = 64 * 1024                  # DigitalOcean's limit, in bytes
+MAX_PER_CREATE = 10                        # names in one POST /v2/droplets
 IGNITION_VERSION = "3.3.0"
 IDENTITY_UNIT = "k8sconf-identity.service"
 IDENTITY_SCRIPT = "/etc/k8sconf/identity.sh"
@@ -269,12 +270,14 @@ class DigitalOceanAPI:
         attempt = 0
         while True:
             attempt += 1
+            rate_limited = False
             try:
                 return fn(*args, **kwargs)
             except HttpResponseError as exc:
                 status = exc.status_code or 0
                 failure = self._describe(what, exc)
                 if status == 429:
+                    rate_limited = True
                     wait = self._rate_limit_wait(exc.response, attempt)
                 elif status in RETRY_STATUSES:
                     wait = self.retry.backoff(attempt)
@@ -286,9 +289,15 @@ class DigitalOceanAPI:
                 wait = self.retry.backoff(attempt)
             elapsed = time.monotonic() - started
             if attempt >= self.retry.tries or elapsed + wait > self.retry.budget:
-                why = (f"retry-after {wait:.0f} s exceeds the {self.retry.budget:g} s budget"
-                       if attempt < self.retry.tries else f"{attempt} tries")
-                raise ProviderError(f"{failure} (gave up after {why}, {elapsed:.1f} s)")
+                if attempt >= self.retry.tries:
+                    why = f"gave up after {attempt} tries in {elapsed:.1f} s"
+                elif rate_limited:
+                    why = (f"gave up: retry-after {wait:.0f} s exceeds the "
+                           f"{self.retry.budget:g} s retry budget")
+                else:
+                    why = (f"gave up after {attempt} tries in {elapsed:.1f} s: the "
+                           f"{self.retry.budget:g} s retry budget is spent")
+                raise ProviderError(f"{failure} ({why})")
             log.info("%s; retry %d/%d in %.1f s", failure, attempt + 1, self.retry.tries, wait)
             self.sleep(wait)
             if before_retry is not None:
@@ -478,15 +487,18 @@ class DigitalOceanProvider(Provider):
             self._api = DigitalOceanAPI(self.settings.api_url, token_from_env(), self.retry)
         return self._api
 
-    def preflight(self) -> None:
-        token_from_env()
-        settings = self.settings
+    def _login_key_line(self) -> str:
         key = self.inventory.ssh.key
         if key is None or not Path(key).is_file():
             raise ProviderUnavailable(f"digitalocean: ssh.key {key or '(unset)'} is not a file: "
                                       "the private key whose public half logs in as "
                                       f"{self.inventory.ssh.user}")
-        public_key_line(Path(key))
+        return public_key_line(Path(key))
+
+    def preflight(self) -> None:
+        token_from_env()
+        settings = self.settings
+        self._login_key_line()
         url = urllib.parse.urlsplit(settings.api_url)
         if url.scheme != "https" and not _is_loopback(url.hostname):
             raise ProviderUnavailable(f"digitalocean: api_url {settings.api_url} must use https")
@@ -502,9 +514,12 @@ class DigitalOceanProvider(Provider):
         settings, ssh = self.settings, self.inventory.ssh
         specs = self.inventory.node_specs()
         names = {droplet_name(spec.name, self.run_id): spec for spec in specs}
+        if len(names) > MAX_PER_CREATE:
+            raise ProviderError(f"digitalocean: {len(names)} nodes, but one create request "
+                                f"makes at most {MAX_PER_CREATE} droplets")
         host_private, host_public = generate_host_key()
         user_data = render_user_data(settings.user_data, ssh.user,
-                                     [public_key_line(Path(ssh.key))], host_private,
+                                     [self._login_key_line()], host_private,
                                      host_public, run_suffix(self.run_id))
         del host_private
         size = len(user_data.encode())
@@ -674,7 +689,7 @@ def reap(api: DigitalOceanAPI, older_than: float, tag: str = PROJECT_TAG, dry_ru
     return doomed
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m helpers.providers.digitalocean")
     commands = parser.add_subparsers(dest="command", required=True)
     reaper = commands.add_parser("reap", help="delete leaked conformance droplets")
@@ -685,7 +700,11 @@ def main(argv: list[str] | None = None) -> int:
     reaper.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     reaper.add_argument("--api-url", default=os.environ.get(API_URL_ENV, DEFAULT_API_URL),
                         help=f"API base URL (default ${API_URL_ENV} or {DEFAULT_API_URL})")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         api = DigitalOceanAPI(args.api_url, token_from_env())

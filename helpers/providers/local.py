@@ -100,6 +100,8 @@ class NodePlan:
 
 
 class LocalProvider(Provider):
+    # no registry here: the rootfs ships a static busybox to `docker import`
+    probe_image_command = "k8sconf-import-busybox 60"
     name = "local"
 
     def __init__(self, inventory: Inventory, run_dir: Path, run_id: str):

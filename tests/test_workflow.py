@@ -1,0 +1,112 @@
+""".github/workflows/nightly.yml: the nightly DigitalOcean run, checked without GitHub.
+
+The structure and the facts the project relies on are checked here in any case;
+`actionlint` (expressions, action inputs, runner labels, shell scripts) runs too when
+it is on PATH.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from helpers.inventory import ROOT
+from helpers.providers import digitalocean as do
+
+WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
+TOKEN_EXPRESSION = "${{ secrets.DIGITALOCEAN_TOKEN }}"
+RUN = "python3 -m pytest --inventory inventories/do.yaml -n 3"
+REAP = "python3 -m helpers.providers.digitalocean reap --older-than 5h"
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+@pytest.fixture(scope="module")
+def job(workflow) -> dict:
+    jobs = workflow["jobs"]
+    assert len(jobs) == 1
+    return next(iter(jobs.values()))
+
+
+def step(job, *, run: str | None = None, uses: str | None = None) -> dict:
+    found = [s for s in job["steps"]
+             if (run is not None and run in s.get("run", ""))
+             or (uses is not None and s.get("uses", "").startswith(uses))]
+    assert len(found) == 1, f"expected one step with {run or uses}, found {len(found)}"
+    return found[0]
+
+
+def test_triggers_nightly_and_by_hand(workflow):
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert set(triggers) == {"schedule", "workflow_dispatch"}
+    (entry,) = triggers["schedule"]
+    fields = entry["cron"].split()
+    assert len(fields) == 5
+    minute, hour, day, month, weekday = fields
+    assert 0 <= int(minute) <= 59 and 0 <= int(hour) <= 23  # once a day, at a fixed time
+    assert (day, month, weekday) == ("*", "*", "*")
+
+
+def test_job_runs_on_ubuntu_with_least_privilege(workflow, job):
+    assert job["runs-on"].startswith("ubuntu-")
+    assert workflow["permissions"] == {"contents": "read"}
+    assert job["timeout-minutes"] <= 360
+    assert workflow["concurrency"]["cancel-in-progress"] is False  # never cut a teardown
+
+
+def test_steps_in_order(job):
+    steps = job["steps"]
+    order = [steps.index(step(job, uses="actions/checkout@")),
+             steps.index(step(job, run="bash scripts/install")),
+             steps.index(step(job, run=RUN)),
+             steps.index(step(job, run="bash scripts/report")),
+             steps.index(step(job, uses="actions/upload-artifact@")),
+             steps.index(step(job, run=REAP))]
+    assert order == sorted(order)
+    for path in ("scripts/install", "scripts/report", "inventories/do.yaml"):
+        assert (ROOT / path).is_file()
+
+
+def test_token_comes_from_secrets_and_only_where_needed(workflow, job):
+    text = WORKFLOW.read_text()
+    for value in re.findall(r"DIGITALOCEAN_TOKEN:\s*(.+)", text):
+        assert value.strip() == TOKEN_EXPRESSION
+    assert "DIGITALOCEAN_TOKEN" not in (workflow.get("env") or {})
+    assert "DIGITALOCEAN_TOKEN" not in (job.get("env") or {})
+    for needed in (RUN, REAP):
+        assert step(job, run=needed)["env"]["DIGITALOCEAN_TOKEN"] == TOKEN_EXPRESSION
+    install = step(job, run="bash scripts/install")
+    assert "DIGITALOCEAN_TOKEN" not in (install.get("env") or {})
+    assert not re.search(r"dop_v1_[0-9a-f]{8,}", text)
+
+
+def test_report_artifacts_and_reaper_always_run(job):
+    assert step(job, run="bash scripts/report")["if"] == "always()"
+    upload = step(job, uses="actions/upload-artifact@")
+    assert upload["if"] == "always()"
+    paths = upload["with"]["path"].split()
+    assert {"reports/allure-report", "reports/junit.xml"} <= set(paths)
+    reaper = step(job, run=REAP)
+    assert reaper["if"] == "always()"
+
+
+def test_reaper_command_is_what_the_module_accepts(job):
+    argv = shlex.split(step(job, run=REAP)["run"])
+    assert argv[:3] == ["python3", "-m", "helpers.providers.digitalocean"]
+    args = do.build_parser().parse_args(argv[3:])
+    assert (args.command, args.older_than, args.tag, args.dry_run) == \
+        ("reap", 5 * 3600, do.PROJECT_TAG, False)
+
+
+@pytest.mark.skipif(shutil.which("actionlint") is None, reason="actionlint is not installed")
+def test_actionlint():
+    done = subprocess.run(["actionlint", "-no-color", str(WORKFLOW)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
