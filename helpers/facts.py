@@ -80,8 +80,9 @@ def _sections(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
 def script(node: Node, cluster: Cluster, guide: dict) -> str:
     parts = []
     for name, command in _sections(node, cluster, guide).items():
+        # the newline before the rc mark ends output that has none (curl's status code)
         parts.append(f"echo '{MARK}{name}'; timeout {PER_SECTION_TIMEOUT} sh -c "
-                     f"{shlex.quote(command)} 2>&1; echo \"{MARK}rc $?\"")
+                     f"{shlex.quote(command)} 2>&1; printf '\\n{MARK}rc %s\\n' $?")
     return "\n".join(parts)
 
 
@@ -92,6 +93,8 @@ def split_sections(output: str) -> tuple[dict[str, str], dict[str, int]]:
             label = line[len(MARK):]
             if label.startswith("rc "):
                 if name is not None:
+                    if lines and lines[-1] == "":
+                        lines.pop()  # the newline the script added before the mark
                     texts[name] = "\n".join(lines)
                     codes[name] = int(label[3:]) if label[3:].isdigit() else -1
                 name, lines = None, []

@@ -147,7 +147,9 @@ class StandIn:
         self.log_path = workdir / (tag + ".log")
         self.ip_log = workdir / (tag + ".ip-calls")
         env = clean_env(**{"STANDIN_POLL_SECONDS": POLL, "FAKE_IP_LOG": self.ip_log,
-                           "STANDIN_FLANNEL_IP_CMD": workdir / "fake-ip", **env})
+                           "STANDIN_FLANNEL_IP_CMD": workdir / "fake-ip",
+                           # never touch this machine's firewall: the fake logs the call
+                           "STANDIN_FLANNEL_IPTABLES_CMD": workdir / "fake-ip", **env})
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen([str(STANDINS / name), *args], env=env,
                                          stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
@@ -196,7 +198,8 @@ class StandIn:
 @pytest.fixture
 def workdir(tmp_path):
     fake = tmp_path / "fake-ip"
-    fake.write_text('#!/bin/sh\necho "$*" >> "$FAKE_IP_LOG"\n')
+    # logs every call; an iptables -C (check) finds no rule, as on a fresh node
+    fake.write_text('#!/bin/sh\necho "$*" >> "$FAKE_IP_LOG"\n[ "$1" != "-C" ]\n')
     fake.chmod(0o755)
     return tmp_path
 

@@ -163,6 +163,10 @@ def test_two_nodes_get_distinct_subnets_and_host_gw_routes(tools, etcd, spawn, w
     tools.wait_until(lambda: "route replace %s via 127.0.0.2" % net_a in b.ip_calls(),
                      what="a route to a's subnet", timeout=5)
     assert not any(net_a in call for call in a.ip_calls()), "a routed its own subnet"
+    # Docker's FORWARD policy is DROP: flannel appends ACCEPT rules for its network
+    for direction in ("-s", "-d"):
+        tools.wait_until(lambda: f"-A FORWARD {direction} 10.100.0.0/16 -j ACCEPT" in a.ip_calls(),
+                         what=f"a FORWARD {direction} rule", timeout=5)
     # b goes away and its lease vanishes (as when its TTL runs out): a drops the route.
     assert b.stop() == 0
     etcd.delete(prefix + "/subnets/" + net_b.replace("/", "-"))
