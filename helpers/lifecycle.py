@@ -16,7 +16,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from helpers import inventory as inventory_mod
+from helpers.paths import REPORTS
 from helpers.bootstrap.artifacts import ArtifactError
 from helpers.bootstrap.install import Bootstrap, BootstrapError
 from helpers.bootstrap.steps import StepLog
@@ -24,7 +24,6 @@ from helpers.inventory import Inventory
 from helpers.providers import Cluster, ProviderError, ProviderUnavailable, provider_class
 from helpers.ssh import Connection, SSHError
 
-REPORTS = inventory_mod.ROOT / "reports"
 CLUSTER_DIR = REPORTS / "cluster"
 STATE_FILE = CLUSTER_DIR / "state.json"
 CACHE_DIR = Path(os.environ.get("K8SCONF_CACHE", "/var/cache/k8s-coreos-conformance"))

@@ -15,9 +15,7 @@ from pathlib import Path
 import allure
 
 from helpers import spec
-from helpers.inventory import ROOT
 
-RESULTS = ROOT / "reports" / "allure-results"
 SECRET_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
                           re.S)

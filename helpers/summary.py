@@ -10,9 +10,9 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from helpers.inventory import ROOT
+from helpers.paths import REPORTS
 
-SUMMARY = ROOT / "reports" / "summary.md"
+SUMMARY = REPORTS / "summary.md"
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
 
