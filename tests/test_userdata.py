@@ -95,3 +95,14 @@ def test_needs_an_artifacts_url():
     local = parse({"provider": "local", "artifacts": {"dir": "."}})
     with pytest.raises(userdata.UserDataError, match="needs artifacts.url"):
         userdata.ignition(local, MASTER, MACHINES, KEYS)
+
+
+def test_unit_scripts_survive_systemd_specifiers_and_quoting():
+    """`%` is a systemd specifier and nested quotes end the -c argument early."""
+    units = userdata.node_units(INVENTORY, MINION_FROM_METADATA, MACHINES)
+    for name in (userdata.FETCH_UNIT, userdata.METADATA_ENV_UNIT):
+        line = next(l for l in units[name].splitlines() if l.startswith("ExecStart="))
+        command = line.removeprefix("ExecStart=/bin/sh -c ")
+        assert command.startswith('"') and command.endswith('"') and command.count('"') == 2
+        assert "%" not in command.replace("%%", "")
+    assert "$${COREOS_DIGITALOCEAN_IPV4_PRIVATE_0}" in units[userdata.METADATA_ENV_UNIT]

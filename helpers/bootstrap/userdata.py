@@ -52,22 +52,23 @@ def _fetch_unit(inventory: Inventory) -> str:
         "Wants=network-online.target", "After=network-online.target",
         f"ConditionPathExists=!{spec.BIN_DIR}/kubelet", "",
         "[Service]", "Type=oneshot", "RemainAfterExit=yes",
-        f"ExecStart=/bin/sh -c \"{script}\"", "",
+        # `%` starts a systemd specifier; a URL may hold one
+        f"ExecStart=/bin/sh -c \"{script.replace('%', '%%')}\"", "",
         "[Install]", f"WantedBy={spec.WANTED_BY}", ""])
 
 
 def _metadata_environment_unit() -> str:
     # Flatcar on DigitalOcean: coreos-metadata knows the droplet's addresses at boot.
+    # `$$` is systemd's escape for a literal `$`.
     script = (". /run/metadata/flatcar; "
-              "printf 'COREOS_PUBLIC_IPV4=%s\\nCOREOS_PRIVATE_IPV4=%s\\n' "
-              "\"$COREOS_DIGITALOCEAN_IPV4_PUBLIC_0\" \"$COREOS_DIGITALOCEAN_IPV4_PRIVATE_0\" "
-              "> /etc/environment")
+              "echo COREOS_PUBLIC_IPV4=$${COREOS_DIGITALOCEAN_IPV4_PUBLIC_0} > /etc/environment; "
+              "echo COREOS_PRIVATE_IPV4=$${COREOS_DIGITALOCEAN_IPV4_PRIVATE_0} >> /etc/environment")
     return "\n".join([
         "[Unit]", "Description=Write /etc/environment as CoreOS did",
         "Requires=coreos-metadata.service", "After=coreos-metadata.service",
         "Before=flannel.service kubelet.service", "",
         "[Service]", "Type=oneshot", "RemainAfterExit=yes",
-        f"ExecStart=/bin/sh -c '{script}'", "",
+        f'ExecStart=/bin/sh -c "{script}"', "",
         "[Install]", f"WantedBy={spec.WANTED_BY}", ""])
 
 
