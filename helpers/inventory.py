@@ -19,7 +19,7 @@ from helpers import spec
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY_DIR = ROOT / "inventories"
 DEFAULT_INVENTORY = INVENTORY_DIR / "local.yaml"
-ENV_VAR = "K8S_CONFORMANCE_INVENTORY"
+ENV_VAR = "K8SCONF_INVENTORY"
 SCHEMA_PATH = INVENTORY_DIR / "schema.json"
 
 IPv4 = Annotated[ipaddress.IPv4Address, Field(description="an IPv4 address")]
