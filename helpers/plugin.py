@@ -6,7 +6,6 @@ made; our own tests (tests/) load the plugin for its options and nothing else.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

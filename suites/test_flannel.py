@@ -4,7 +4,7 @@ import ipaddress
 import json
 
 from helpers import spec
-from helpers.checks import expect, guide_section, readable
+from helpers.checks import expect, guide_section
 
 pytestmark = guide_section("Flannel network fabric", "blocker")
 

@@ -27,9 +27,8 @@ from helpers.inventory import ROOT, parse
 from helpers.providers import digitalocean as do
 from helpers.providers.base import Cluster, ProviderError, ProviderUnavailable
 from tests.fake_digitalocean import FakeDigitalOcean, parse_user_data
-from tests.sshd import SSHD, free_port, keygen
+from tests.sshd import free_port, keygen
 
-pytestmark = pytest.mark.skipif(not os.access(SSHD, os.X_OK), reason=f"{SSHD} is missing")
 
 RUN_ID = "20260101-030000-beef"
 FAST = do.RetryPolicy(tries=5, budget=10.0, base=0.05, cap=0.2, connect_timeout=2.0,

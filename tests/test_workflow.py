@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
-import subprocess
 
 import pytest
 import yaml
@@ -103,10 +101,3 @@ def test_reaper_command_is_what_the_module_accepts(job):
     args = do.build_parser().parse_args(argv[3:])
     assert (args.command, args.older_than, args.tag, args.dry_run) == \
         ("reap", 5 * 3600, do.PROJECT_TAG, False)
-
-
-@pytest.mark.skipif(shutil.which("actionlint") is None, reason="actionlint is not installed")
-def test_actionlint():
-    done = subprocess.run(["actionlint", "-no-color", str(WORKFLOW)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr

@@ -101,8 +101,12 @@ class Bootstrap:
         def one(node):
             with self.log.step(name, node.name):
                 return action(node)
-        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, len(nodes)))
+        try:
             results = list(pool.map(one, nodes))
+        finally:
+            # on Ctrl-C, do not wait for a reboot's deadline: teardown ends those threads' nodes
+            pool.shutdown(wait=False, cancel_futures=True)
         return {node.name: result for node, result in zip(nodes, results)}
 
     def _render_units(self) -> None:

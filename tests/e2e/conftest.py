@@ -40,8 +40,8 @@ def local_provider(tmp_path_factory, local_inventory):
     provider = LocalProvider(local_inventory, run_dir, f"e2e{os.getpid()}")
     try:
         provider.preflight()
-    except ProviderUnavailable as exc:
-        pytest.skip(str(exc))
+    except ProviderUnavailable as exc:  # a missing tool is a failure here, not a skip
+        pytest.fail(f"{exc} (scripts/install installs it)", pytrace=False)
     return provider
 
 

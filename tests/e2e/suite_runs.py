@@ -1,0 +1,103 @@
+"""Running the conformance suite as a user would (a pytest subprocess) on a local cluster
+of its own: its own prefix and networks, its own reports directory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from helpers.inventory import ROOT
+
+
+def inventory_file(tmp: Path, prefix: str, octet: int, **overrides) -> Path:
+    """local.yaml with its own prefix and 192.168.<octet>.0/24 + 10.<100+octet>.0.0/24."""
+    data = yaml.safe_load((ROOT / "inventories" / "local.yaml").read_text())
+    data["local"] = {"prefix": prefix, "public_network": f"192.168.{octet}.0/24",
+                     "private_network": f"10.{100 + octet}.0.0/24"}
+    data["artifacts"]["dir"] = str(ROOT / "helpers" / "standins")
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp / f"{prefix}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class SuiteRun:
+    """A `pytest suites` subprocess whose output is followed line by line."""
+
+    def __init__(self, inventory: Path, reports: Path, *args: str, env: dict | None = None):
+        self.reports = reports
+        command = [sys.executable, "-m", "pytest", "suites", "--inventory", str(inventory),
+                   "--alluredir", str(reports / "allure-results"),
+                   "--junitxml", str(reports / "junit.xml"), *args]
+        environment = {**os.environ, "K8SCONF_REPORTS": str(reports), "PYTHONUNBUFFERED": "1",
+                       **(env or {})}
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(command, cwd=ROOT, env=environment, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, predicate, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.process.poll() is not None:
+                raise AssertionError(f"the run ended before {what}:\n{self.output[-3000:]}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"no {what} within {timeout:g} s:\n{self.output[-3000:]}")
+            time.sleep(0.1)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 300) -> int:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(10)
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Anything of a local cluster with this prefix still on the machine."""
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {line.split()[0]}" for line in netns.splitlines() if prefix in line]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if prefix in line]
+    found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
+              if prefix in line]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "systemd-nspawn" in cmdline and prefix in cmdline:
+                found.append(f"process {proc.name}: {cmdline[:80]}")
+    return found
