@@ -22,7 +22,7 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]
 
 CATEGORIES = [
     {"name": "Advisories (known defects of the guide)", "matchedStatuses": ["skipped"],
-     "messageRegex": ".*advisory.*"},
+     "messageRegex": "(?s).*advisory.*"},   # messages span lines; Allure matches the whole
     {"name": "Infrastructure (provisioning, SSH, timeouts)",
      "matchedStatuses": ["broken", "failed"],
      "messageRegex": r"(?s).*(setup failed|no cluster|facts could not be gathered|"
