@@ -31,6 +31,26 @@ CACHE_DIR = Path(os.environ.get("K8SCONF_CACHE", "/var/cache/k8s-coreos-conforma
 INFRASTRUCTURE_ERRORS = (ProviderError, SSHError, ArtifactError, BootstrapError, OSError)
 
 
+# One command on the master; each line `key=value`, `unknown` when a tool is missing.
+VERSIONS_COMMAND = (
+    "(. /etc/os-release; echo \"os=$PRETTY_NAME\"); echo \"kernel=$(uname -r)\"; "
+    "echo \"docker=$(docker version --format '{{.Server.Version}}' 2>/dev/null | head -n 1)\"; "
+    "echo \"etcd=$( { etcd --version || etcd2 --version || etcd -version; } 2>/dev/null "
+    "| head -n 1 | sed 's/^etcd[^0-9]*//')\""
+)
+VERSION_KEYS = {"os": "node_os", "kernel": "node_kernel", "docker": "docker_version",
+                "etcd": "etcd_version"}
+
+
+def parse_versions(text: str) -> dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key in VERSION_KEYS:
+            found[VERSION_KEYS[key]] = value.strip() or "unknown"
+    return {name: found.get(name, "unknown") for name in VERSION_KEYS.values()}
+
+
 class SetupFailed(Exception):
     """What the checks report when there is no usable cluster."""
 
@@ -106,6 +126,8 @@ class ClusterLifecycle:
                 state["bootstrap"] = self._bootstrap()
         except INFRASTRUCTURE_ERRORS as exc:
             state["error"] = f"{type(exc).__name__}: {exc}"
+        if self.cluster and not state.get("error"):
+            state["node_os"] = self._node_versions()
         state["steps"] = self.steps.as_dicts()
         write_state(state)
         return state
@@ -160,6 +182,23 @@ class ClusterLifecycle:
             result = install.run()
             result["units"] = install.rendered
             return result
+
+    def _node_versions(self) -> dict[str, str]:
+        """OS, kernel, Docker and etcd of the master, once per run, for the report's
+        environment; never fails the run (what cannot be read is 'unknown')."""
+        master = self.cluster.master
+        versions = {"versions_from": master.name}
+        try:
+            with self.steps.step("record OS, kernel, Docker and etcd versions", master.name):
+                connection = connect_all(self.cluster, self.inventory,
+                                         CLUSTER_DIR / "accepted_host_keys")[master.name]
+                try:
+                    result = connection.run(VERSIONS_COMMAND, sudo=True, timeout=30)
+                finally:
+                    connection.close()
+        except INFRASTRUCTURE_ERRORS as exc:
+            return versions | {"versions_error": f"{type(exc).__name__}: {exc}"}
+        return versions | parse_versions(result.stdout)
 
     # -- tear down -----------------------------------------------------------------------
     def teardown(self) -> None:

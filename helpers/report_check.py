@@ -213,10 +213,12 @@ class Browser:
 
 
 # -- what the awesome report shows -----------------------------------------------------------
+# Selectors are the report's own data-testid attributes (Allure Report 3.18 awesome).
+COUNTERS = ("total", "new", *STATUSES, "flaky", "retries")
+
 _COUNTS_JS = """(() => {
-  const items = document.querySelectorAll('[data-testid^="metadata-item-"]');
   const counts = {};
-  for (const item of items) {
+  for (const item of document.querySelectorAll('[data-testid^="metadata-item-"]')) {
     const key = item.getAttribute('data-testid').slice('metadata-item-'.length);
     const value = item.querySelector('[data-testid="metadata-value"]');
     if (value && /^\\s*\\d+\\s*$/.test(value.innerText)) counts[key] = parseInt(value.innerText, 10);
@@ -224,14 +226,84 @@ _COUNTS_JS = """(() => {
   return counts.total === undefined ? null : counts;
 })()"""
 
+_METADATA_JS = """(async () => {
+  const more = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Show more');
+  if (more) { more.click(); await new Promise(r => setTimeout(r, 300)); }
+  const items = {};
+  for (const item of document.querySelectorAll('[data-testid="metadata-item"]')) {
+    const key = item.querySelector('[data-testid="metadata-item-key"]');
+    const value = item.querySelector('[data-testid="metadata-item-value"]');
+    if (key && value) items[key.innerText.trim()] = value.innerText.trim();
+  }
+  return Object.keys(items).length ? items : null;
+})()"""
+
+_TREND_JS = """(() => {
+  const title = [...document.querySelectorAll('span')].find(e => e.textContent.trim() === 'Status dynamics');
+  const card = title && title.closest('[data-drop-shadow]');
+  if (!card) return null;
+  const labels = [...card.querySelectorAll('svg text')]
+    .filter(t => (t.getAttribute('transform') || '').includes('rotate(45)'))
+    .map(t => t.textContent.trim());
+  const text = card.innerText.replace('Status dynamics', '').trim();
+  return labels.length || /no history/i.test(text) ? {labels, text} : null;
+})()"""
+
+
+def _counter(testid: str) -> str:
+    return (f"(() => {{ const c = document.querySelector('[data-testid=\"{testid}\"] "
+            f"[data-testid=\"counter\"]'); return c ? parseInt(c.innerText, 10) : 0; }})()")
+
 
 def report_counts(browser: Browser, url: str, timeout: float = 30) -> dict[str, int]:
-    """The overview's counters: total, passed, failed, broken, skipped, unknown (0 when
-    the report shows no counter for a status), and `new` when history says so."""
+    """The overview's counters (0 for a status the report shows no counter for): total,
+    new (tests the history has not seen), passed, failed, broken, skipped, unknown, ..."""
     browser.goto(url)
     counts = browser.wait_for(_COUNTS_JS, timeout, "the report's status counters")
-    return {status: counts.get(status, 0) for status in ("total", *STATUSES)} | (
-        {"new": counts["new"]} if "new" in counts else {})
+    return {key: counts.get(key, 0) for key in COUNTERS}
+
+
+def report_metadata(browser: Browser, url: str, timeout: float = 30) -> dict[str, str]:
+    """The overview's Metadata (environment.properties), all of it ("Show more")."""
+    browser.goto(url)
+    browser.wait_for(_COUNTS_JS, timeout, "the report's overview")
+    return browser.wait_for(_METADATA_JS, timeout, "the report's metadata")
+
+
+def report_categories(browser: Browser, url: str, expected: list[str],
+                      timeout: float = 30) -> str:
+    """The Categories tab's text, once every expected category name shows."""
+    browser.goto(url + "#categories")
+    names = json.dumps(expected)
+    browser.wait_for(f"{names}.every(n => document.body.innerText.includes(n))", timeout,
+                     f"the categories {expected}")
+    return browser.text()
+
+
+def report_trend(browser: Browser, url: str, timeout: float = 30) -> dict:
+    """The Graphs page's "Status dynamics" chart: `labels`, its x-axis (one per report in
+    the history, then "Latest" for this one; none without history), and its `text`
+    ("No history information available" without history)."""
+    browser.goto(url + "#charts")
+    return browser.wait_for(_TREND_JS, timeout, "the Status dynamics chart")
+
+
+def report_test_case(browser: Browser, url: str, result_id: str, name: str,
+                     timeout: float = 30) -> dict:
+    """One test result's page: its text (title, status, steps, attachments), the History
+    tab's counter and the history entries listed there."""
+    browser.goto(f"{url}#{result_id}")
+    title = json.dumps(name)
+    browser.wait_for("(() => { const t = document.querySelector('[data-testid=\"test-result-info-title\"]');"
+                     f" return t && t.innerText.includes({title}); }})()", timeout, name)
+    found = {"text": browser.text(), "history_counter": browser.evaluate(
+        _counter("test-result-tab-history"))}
+    browser.goto(f"{url}#{result_id}/history")
+    items = "document.querySelectorAll('[data-testid=\"test-result-history-item\"]').length"
+    if found["history_counter"]:
+        browser.wait_for(f"{items} > 0", timeout, "the history entries")
+    found["history_items"] = browser.evaluate(items)
+    return found
 
 
 def report_result_ids(report_dir: Path) -> dict[str, dict]:

@@ -29,6 +29,15 @@ def outcome_of(report) -> str | None:
     return None
 
 
+def _first_line(report) -> str:
+    """The check's own claim (`node: what`), not pytest's file:line."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash else report.longreprtext
+    lines = [line for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first.removeprefix("helpers.checks.CheckFailed: ").removeprefix("Failed: ")
+
+
 class SignOff:
     def __init__(self):
         self.started = time.time()
@@ -42,8 +51,7 @@ class SignOff:
         previous = self.results.get(report.nodeid)
         if previous and previous[0] in ("failed", "error") and outcome == "error":
             return  # a teardown error after a failure: JUnit keeps one testcase too
-        message = getattr(report, "wasxfail", "") or (
-            report.longreprtext.splitlines()[-1] if report.failed and report.longreprtext else "")
+        message = getattr(report, "wasxfail", "") or (_first_line(report) if report.failed else "")
         self.results[report.nodeid] = (outcome, props.get("area", "other"),
                                        props.get("node", "cluster"), message)
 

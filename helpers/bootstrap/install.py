@@ -179,9 +179,10 @@ class Bootstrap:
                                              + " ".join(names), check=True)
             self.changed.add(node.name)
 
-    @staticmethod
-    def _all_active(states: dict[str, NodeState]) -> bool:
-        return all(v == "active" for s in states.values() for v in s.active.values() if v)
+    def _all_active(self, states: dict[str, NodeState]) -> bool:
+        """Every unit this node should run is active (a minion has no apiserver)."""
+        return all(states[node].active.get(unit) == "active"
+                   for node, units in self.rendered.items() for unit in units)
 
     # -- step 7: reboot the master first, then the minions ------------------------------
     def _restart_cluster(self) -> None:

@@ -267,7 +267,6 @@ def exec_start(lab: Lab, node: str, unit: str, **flags: str) -> str:
                          lab.node(node).private_ip)
     words = spec.unit(unit).exec_start.line(values).split(" ")
     for flag, value in flags.items():
-        flag = flag.replace("_", "-") if flag.startswith("mtu") or flag == "bip" else flag
         for i, word in enumerate(words):
             dashes = word[:len(word) - len(word.lstrip("-"))]
             if dashes and word.lstrip("-").split("=", 1)[0] == flag:
