@@ -116,19 +116,56 @@ class LocalSettings(Strict):
 
 
 class QemuSettings(Strict):
-    image_url: str | None = Field(None, pattern=r"^(https?|file)://\S+$")
-    image_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    """VMs under QEMU on this host (see helpers/providers/qemu.py for the design).
+
+    The image is a Flatcar QEMU image (image_url + image_sha256, downloaded once into
+    cache_dir) or a local file (image_path); kernel/initrd make QEMU boot that kernel
+    directly instead of the disk's own boot loader. Every node gets a copy-on-write
+    overlay in work_dir; the base image is never written.
+    """
+
+    image_url: str | None = Field(None, pattern=r"^(https?|file)://\S+$",
+                                  description="a Flatcar QEMU image (.img, or .bz2/.gz/.xz)")
+    image_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                                     description="sha256 of the file at image_url")
     image_path: Path | None = None
-    kernel: Path | None = None
+    kernel: Path | None = Field(None, description="direct kernel boot (the e2e Debian image)")
     initrd: Path | None = None
+    kernel_append: str = Field("root=/dev/vda rw console=ttyS0",
+                               description="kernel command line with 'kernel'")
+    firmware: Path | None = Field(None, description="-bios file (e.g. OVMF for UEFI images); "
+                                                    "default SeaBIOS")
+    config_delivery: Literal["ignition", "fw_cfg-files"] = Field(
+        "ignition", description="ignition: the Ignition config as fw_cfg "
+        "opt/org.flatcar-linux/config (Flatcar); fw_cfg-files: the same config as a tar "
+        "of files in fw_cfg opt/k8sconf/config.tar (images without Ignition)")
     count: int = Field(3, ge=1, le=8)
     memory_mb: int = Field(1024, ge=256, le=16384)
     cpus: int = Field(1, ge=1, le=16)
     accel: Literal["auto", "kvm", "tcg"] = "auto"
-    ssh_base_port: Port = 22220
+    kvm_probe_timeout: float = Field(15, gt=0, le=300,
+                                     description="seconds a KVM test boot may take (auto)")
+    tcg_tb_size_mb: int = Field(128, ge=16, le=2048,
+                                description="TCG code cache; QEMU's default doubles memory")
+    prefix: Name = "k8sconf"
+    ssh_base_port: Port = Field(22220, description="node N: 127.0.0.1:<base+N> -> guest :22")
+    public_network: Network = Field(
+        ipaddress.IPv4Network("192.168.2.0/24"),
+        description="each VM's own user-mode network; node N is .N (the guide's public IPs); "
+                    "reachable from the host only through the SSH port forward")
     private_network: Network = ipaddress.IPv4Network("10.120.0.0/24")
+    private_mcast_group: IPv4 = Field(ipaddress.IPv4Address("230.0.0.1"),
+                                      description="multicast group of the private segment")
+    private_mcast_port: Port = Field(22219, description="one port per cluster on this host")
+    restrict_network: bool = Field(True, description="user-mode networking restrict=on: guests "
+                                   "reach nothing outside (Flatcar's etcd-member and a "
+                                   "cloud-config bootstrap need it off)")
+    wait_for_etcd: bool = Field(True, description="create() waits for etcd healthy with all "
+                                "members on every node")
     boot_timeout: float = Field(300, gt=0, le=3600)
     cache_dir: Path = Path("/var/cache/k8s-coreos-conformance/qemu")
+    work_dir: Path = Field(Path("/var/lib/k8s-coreos-conformance/qemu"),
+                           description="overlays, pid files, sockets, per-node configs")
 
     @model_validator(mode="after")
     def _one_image(self):
@@ -136,7 +173,19 @@ class QemuSettings(Strict):
             raise ValueError("exactly one of 'image_url' or 'image_path' is required")
         if self.image_url and not self.image_sha256:
             raise ValueError("'image_sha256' is required with 'image_url'")
+        if self.initrd and not self.kernel:
+            raise ValueError("'initrd' needs 'kernel'")
+        if not self.private_mcast_group.is_multicast:
+            raise ValueError(f"private_mcast_group {self.private_mcast_group} is not a "
+                             "multicast address (224.0.0.0/4)")
+        if self.public_network.overlaps(self.private_network):
+            raise ValueError("public_network and private_network overlap")
         return self
+
+    def anchored(self, fix) -> "QemuSettings":
+        """Relative paths made relative to the inventory file (see _anchor_paths)."""
+        names = ("image_path", "kernel", "initrd", "firmware", "cache_dir", "work_dir")
+        return self.model_copy(update={n: fix(getattr(self, n)) for n in names})
 
 
 class DigitalOceanSettings(Strict):
@@ -289,6 +338,8 @@ def _anchor_paths(inventory: Inventory, base: Path) -> Inventory:
     ssh = inventory.ssh.model_copy(update={"key": fix(inventory.ssh.key),
                                            "known_hosts": fix(inventory.ssh.known_hosts)})
     updates["ssh"] = ssh
+    if inventory.qemu:
+        updates["qemu"] = inventory.qemu.anchored(fix)
     return inventory.model_copy(update=updates)
 
 

@@ -116,8 +116,9 @@ class ClusterLifecycle:
         previous = self._previous_state()
         if self.reuse and previous:
             run_id = state["run_id"] = previous.get("run_id", run_id)
-        self.provider = cls(self.inventory, CLUSTER_DIR, run_id)
-        self.provider.preflight()
+        provider = cls(self.inventory, CLUSTER_DIR, run_id)
+        provider.preflight()
+        self.provider = provider  # from here on, teardown has something to undo
         try:
             self.cluster = self._create_or_attach(previous)
             state["cluster"] = json.loads(self.cluster.to_json())

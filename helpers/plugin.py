@@ -9,12 +9,14 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import filelock
 import pytest
 
 from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
 from helpers import lifecycle, reporting
 from helpers.providers import Cluster, ProviderUnavailable, provider_class
+from helpers.paths import REPORTS
 from helpers.summary import SUMMARY, SignOff
 
 SUITES = inventory_mod.ROOT / "suites"
@@ -66,6 +68,7 @@ class ConformanceRun:
         self.worker = hasattr(config, "workerinput")
         self.lifecycle: lifecycle.ClusterLifecycle | None = None
         self.signoff = None
+        self._reports_lock = None
         if not self.worker and not config.option.collectonly:
             self.signoff = SignOff()
             config.pluginmanager.register(self.signoff, "k8sconf-signoff")
@@ -75,6 +78,7 @@ class ConformanceRun:
     def pytest_sessionstart(self, session):
         if self.worker or self.config.option.collectonly:
             return
+        self._lock_reports()
         reporting.prepare_results_dir(self.config)
         self.lifecycle = lifecycle.ClusterLifecycle(
             self.inv, self.inv_path,
@@ -85,12 +89,22 @@ class ConformanceRun:
         self._line(f"k8sconf: {self.inv.provider} cluster from {self.inv_path}")
         try:
             state = self.lifecycle.setup()
-        except ProviderUnavailable as exc:
-            self.lifecycle.teardown()
-            pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+        except ProviderUnavailable as exc:  # nothing was made: one line, exit code 4
+            raise pytest.UsageError(str(exc)) from None
         reporting.record_setup(self.config, self.inv, state)
         if state.get("error"):
             self._line(f"k8sconf: setup failed: {state['error']}")
+
+    def _lock_reports(self) -> None:
+        """Two runs writing one reports/ would clean and overwrite each other's state."""
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        self._reports_lock = filelock.FileLock(REPORTS / ".run.lock")
+        try:
+            self._reports_lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise pytest.UsageError(f"another conformance run is using {REPORTS}; wait for "
+                                    "it, or set K8SCONF_REPORTS to run a second one elsewhere"
+                                    ) from None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
@@ -104,12 +118,14 @@ class ConformanceRun:
         self._teardown()
 
     def _teardown(self):
-        if self.lifecycle and not self.lifecycle.destroyed:
+        if self.lifecycle and self.lifecycle.provider and not self.lifecycle.destroyed:
             keep = self.lifecycle.keep
             self._line("k8sconf: keeping the cluster (--keep-cluster)" if keep
                        else "k8sconf: destroying the cluster")
             self.lifecycle.teardown()
             self.lifecycle.restore_sigterm()
+        if self._reports_lock is not None and self._reports_lock.is_locked:
+            self._reports_lock.release()
 
     def _line(self, text: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
