@@ -7,6 +7,7 @@ section's command is bounded by `timeout`, so one stuck tool cannot hang the res
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -81,9 +82,15 @@ def script(node: Node, cluster: Cluster, guide: dict) -> str:
     parts = []
     for name, command in _sections(node, cluster, guide).items():
         # the newline before the rc mark ends output that has none (curl's status code)
-        parts.append(f"echo '{MARK}{name}'; timeout {PER_SECTION_TIMEOUT} sh -c "
+        parts.append(f"echo '{MARK}{name}'; timeout -k 2 {PER_SECTION_TIMEOUT} sh -c "
                      f"{shlex.quote(command)} 2>&1; printf '\\n{MARK}rc %s\\n' $?")
     return "\n".join(parts)
+
+
+def as_int(text: str, default):
+    """An ASCII decimal, or `default`: str.isdigit() also accepts '²', which int() refuses."""
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[0-9]+", text) else default
 
 
 def split_sections(output: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -96,7 +103,7 @@ def split_sections(output: str) -> tuple[dict[str, str], dict[str, int]]:
                     if lines and lines[-1] == "":
                         lines.pop()  # the newline the script added before the mark
                     texts[name] = "\n".join(lines)
-                    codes[name] = int(label[3:]) if label[3:].isdigit() else -1
+                    codes[name] = as_int(label[3:], -1)
                 name, lines = None, []
             else:
                 name, lines = label, []
@@ -192,7 +199,7 @@ class NodeFacts:
         body, _, status = self.section(name).rpartition("\n")
         if not self.section(name):
             return HttpAnswer(0, "")
-        if not status.strip().isdigit():
+        if as_int(status, None) is None:
             body, status = self.section(name), "0"
         return HttpAnswer(int(status), body)
 

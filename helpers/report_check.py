@@ -58,6 +58,24 @@ def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
         proc.wait(grace)
 
 
+def session_members(session: int) -> list[int]:
+    """Pids of the processes in a session (the one a process we started leads)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+
+
 @contextlib.contextmanager
 def serve(directory: Path, timeout: float = 15):
     """`python3 -m http.server` on 127.0.0.1 for directory; yields its base URL."""
@@ -70,7 +88,7 @@ def serve(directory: Path, timeout: float = 15):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
+                with _direct.open(url, timeout=2) as answer:
                     if answer.status == 200:
                         break
             except OSError:
@@ -101,7 +119,7 @@ class Browser:
 
         self.proc = subprocess.Popen(
             [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
-             "--remote-debugging-pipe", f"--window-size={width},{height}",
+             "--remote-debugging-pipe", "--no-proxy-server", f"--window-size={width},{height}",
              "--hide-scrollbars", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=child_fds, pass_fds=(3, 4), start_new_session=True)
@@ -200,6 +218,14 @@ class Browser:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             _stop(self.proc)
+        # Chromium's helpers (zygote, crashpad handler) outlive it briefly; they are in the
+        # session we started it in: wait for them, then end any that stay, by pid.
+        deadline = time.monotonic() + 10
+        while session_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in session_members(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for fd in (self._to_chrome, self._from_chrome):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -280,16 +306,20 @@ def report_categories(browser: Browser, url: str, expected: list[str],
     return browser.text()
 
 
-def report_trend(browser: Browser, url: str, timeout: float = 30) -> dict:
+def report_trend(browser: Browser, url: str, timeout: float = 30,
+                 screenshot: Path | None = None) -> dict:
     """The Graphs page's "Status dynamics" chart: `labels`, its x-axis (one per report in
     the history, then "Latest" for this one; none without history), and its `text`
     ("No history information available" without history)."""
     browser.goto(url + "#charts")
-    return browser.wait_for(_TREND_JS, timeout, "the Status dynamics chart")
+    trend = browser.wait_for(_TREND_JS, timeout, "the Status dynamics chart")
+    if screenshot:
+        browser.screenshot(screenshot)
+    return trend
 
 
 def report_test_case(browser: Browser, url: str, result_id: str, name: str,
-                     timeout: float = 30) -> dict:
+                     timeout: float = 30, screenshot: Path | None = None) -> dict:
     """One test result's page: its text (title, status, steps, attachments), the History
     tab's counter and the history entries listed there."""
     browser.goto(f"{url}#{result_id}")
@@ -298,6 +328,8 @@ def report_test_case(browser: Browser, url: str, result_id: str, name: str,
                      f" return t && t.innerText.includes({title}); }})()", timeout, name)
     found = {"text": browser.text(), "history_counter": browser.evaluate(
         _counter("test-result-tab-history"))}
+    if screenshot:
+        browser.screenshot(screenshot)
     browser.goto(f"{url}#{result_id}/history")
     items = "document.querySelectorAll('[data-testid=\"test-result-history-item\"]').length"
     if found["history_counter"]:

@@ -7,6 +7,7 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section
+from helpers.facts import as_int
 
 pytestmark = guide_section("Flannel network fabric", "blocker")
 
@@ -54,7 +55,7 @@ def test_subnet_lies_in_the_network_stored_in_etcd(node, facts, inventory):
         network = ipaddress.IPv4Network(config.get("Network", ""))
     except ValueError:
         network = None
-    length = int(config.get("SubnetLen", inventory.guide.flannel_subnet_len))
+    length = as_int(str(config.get("SubnetLen", inventory.guide.flannel_subnet_len)), -1)
     ok = bool(subnet and network and subnet.network.subnet_of(network)
               and subnet.network.prefixlen == length)
     expect(ok, node.name, "FLANNEL_SUBNET lies inside the flannel network",
@@ -101,6 +102,7 @@ def test_etcd_lease_names_the_private_ip(node, facts):
 
 def test_mtu_is_a_sane_integer(node, facts):
     raw = facts.env_file("subnet_env").get("FLANNEL_MTU", "")
-    expect(raw.isdigit() and 576 <= int(raw) <= 9000, node.name, "FLANNEL_MTU is sane",
+    mtu = as_int(raw, None)
+    expect(mtu is not None and 576 <= mtu <= 9000, node.name, "FLANNEL_MTU is sane",
            expected="an integer in 576..9000", found=raw or "missing",
            evidence={"subnet.env": facts.section("subnet_env")})

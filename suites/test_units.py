@@ -4,6 +4,7 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section, unit_evidence
+from helpers.facts import as_int
 
 pytestmark = guide_section("Systemd units", "critical")
 
@@ -70,11 +71,11 @@ def test_unit_runs_the_guide_command(node, unit, facts, inventory, cluster):
 
 
 def _started(props: dict) -> int:
-    return int(props.get("InactiveExitTimestampMonotonic") or 0)
+    return as_int(props.get("InactiveExitTimestampMonotonic", ""), 0)
 
 
 def _became_active(props: dict) -> int:
-    return int(props.get("ActiveEnterTimestampMonotonic") or 0)
+    return as_int(props.get("ActiveEnterTimestampMonotonic", ""), 0)
 
 
 def test_start_order_since_boot_respects_after(node, facts):

@@ -16,7 +16,7 @@ from helpers.providers.base import Cluster, Node
 from suites import (test_advisories, test_apiserver, test_binaries, test_docker, test_etcd,
                     test_flannel, test_kubelet, test_registration, test_units)
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # -- inventories ------------------------------------------------------------------------

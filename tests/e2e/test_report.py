@@ -17,8 +17,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -39,6 +41,7 @@ REPORT_TIMEOUT = 360           # scripts/report (about 3 s)
 SETUP_NAME = "Cluster set-up: provisioning and the guide's install"
 ADVISORIES = "Advisories (known defects of the guide)"
 TOKEN = "dop_v1_" + secrets.token_hex(32)
+SCRATCH = Path(tempfile.gettempdir()) / "k8sconf-report-e2e"   # reports/ and screenshots
 
 
 @dataclasses.dataclass
@@ -114,12 +117,13 @@ def look(report_dir: Path, run: Run, screenshot: Path | None) -> None:
         run.page["metadata"] = report_check.report_metadata(browser, url)
         if run.junit["skipped"]:
             run.page["categories"] = report_check.report_categories(browser, url, [ADVISORIES])
-        run.page["trend"] = report_check.report_trend(browser, url)
+        run.page["trend"] = report_check.report_trend(
+            browser, url, screenshot=screenshot and screenshot.with_name("report-trend.png"))
         run.page["setup_ids"] = setup_ids
         if len(setup_ids) == 1:
-            run.page["setup"] = report_check.report_test_case(browser, url, setup_ids[0], SETUP_NAME)
-            if screenshot:
-                browser.screenshot(screenshot.with_name("report-setup.png"))
+            run.page["setup"] = report_check.report_test_case(
+                browser, url, setup_ids[0], SETUP_NAME,
+                screenshot=screenshot and screenshot.with_name("report-setup.png"))
         run.page["browser_pid"], run.page["profile"] = browser.proc.pid, browser.profile
     run.page["browser_exit"] = browser.proc.poll()
     run.seconds["browser"] = round(time.monotonic() - started, 1)
@@ -142,8 +146,15 @@ def private_key_fragments(key_file: Path) -> list[bytes]:
 
 # -- the two runs ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("report-e2e")
+def scratch() -> Path:
+    """A fixed directory, emptied at the start, so the reports and screenshots stay to be
+    looked at after the run (pytest's own basetemp is rotated away by later sessions);
+    one run of this module at a time, as the cluster prefix is fixed anyway."""
+    path = SCRATCH
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +202,7 @@ def runs(scratch, planted_key, reports) -> list[Run]:
     for run in done:
         print(f"\nrun {run.number}: {run.junit} in {run.seconds['suite']} s, report "
               f"{run.seconds['report']} s, browser {run.seconds['browser']} s")
-    print(f"screenshots: {reports / 'report.png'}, {reports / 'report-setup.png'}")
+    print(f"screenshots: {reports / 'report.png'} (and report-setup.png, report-trend.png)")
     return done
 
 
@@ -299,16 +310,27 @@ def test_no_report_file_holds_the_token_or_a_private_key(runs, reports, planted_
         assert TOKEN not in run.output
 
 
-def test_nothing_is_left_running(runs):
+def _processes() -> list[tuple[int, bytes]]:
+    """(pid, command line) of every process."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                found.append((int(proc.name), (proc / "cmdline").read_bytes()))
+            except OSError:
+                continue
+    return found
+
+
+def test_nothing_is_left_running(runs, scratch):
     assert leftovers(PREFIX) == []
+    processes = _processes()
     for run in runs:
         assert run.page["browser_exit"] is not None
-        profile = run.page["profile"]
-        assert not Path(profile).exists()
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    cmdline = (proc / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                assert profile.encode() not in cmdline, f"chromium left: pid {proc.name}"
+        assert not Path(run.page["profile"]).exists()
+        # Chromium ran in a session of its own: nothing of that session is left
+        assert report_check.session_members(run.page["browser_pid"]) == [], "chromium left"
+        assert [pid for pid, cmd in processes if run.page["profile"].encode() in cmd] == []
+    servers = [pid for pid, cmd in processes
+               if b"http.server" in cmd and str(scratch).encode() in cmd]
+    assert servers == [], "http.server left"
