@@ -209,11 +209,19 @@ class ClusterLifecycle:
         if self.keep:
             return
         self._destroy_quietly(self.cluster)
+        self._forget_run_key()
         if STATE_FILE.exists():
             state = read_state()
             state.pop("cluster", None)
             state["destroyed"] = True
             write_state(state)
+
+    def _forget_run_key(self) -> None:
+        """A key generated for this run opens nothing any more: it does not stay in reports/."""
+        key = Path(self.cluster.ssh_key) if self.cluster and self.cluster.ssh_key else None
+        if key and CLUSTER_DIR in key.parents:
+            for path in (key, key.with_name(key.name + ".pub")):
+                path.unlink(missing_ok=True)
 
     def _destroy_quietly(self, cluster: Cluster | None) -> None:
         # A second Ctrl-C must not stop the teardown half-way.
