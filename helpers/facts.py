@@ -81,8 +81,10 @@ def _sections(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
 def script(node: Node, cluster: Cluster, guide: dict) -> str:
     parts = []
     for name, command in _sections(node, cluster, guide).items():
-        # the newline before the rc mark ends output that has none (curl's status code)
-        parts.append(f"echo '{MARK}{name}'; timeout -k 2 {PER_SECTION_TIMEOUT} sh -c "
+        # the newline before the rc mark ends output that has none (curl's status code);
+        # SIGKILL at the deadline: a docker client forwards SIGTERM and keeps printing
+        # into the next section
+        parts.append(f"echo '{MARK}{name}'; timeout -s KILL {PER_SECTION_TIMEOUT} sh -c "
                      f"{shlex.quote(command)} 2>&1; printf '\\n{MARK}rc %s\\n' $?")
     return "\n".join(parts)
 
