@@ -52,6 +52,7 @@ from pathlib import Path
 from helpers.inventory import Inventory, LocalSettings
 from helpers.providers import netns
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
+from helpers.providers.processes import alive, kill
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class LocalProvider(Provider):
 
     def attach(self, cluster: Cluster) -> Cluster:
         for name, info in cluster.state.get("nodes", {}).items():
-            if not _alive(_read_pid(Path(info["dir"]) / "supervisor.pid"), SUPERVISOR_NAME):
+            if not alive(_read_pid(Path(info["dir"]) / "supervisor.pid"), SUPERVISOR_NAME):
                 raise ProviderError(f"local provider: node {name} of the recorded cluster "
                                     "is not running (its supervisor is gone)")
         return cluster
@@ -397,7 +398,7 @@ def _connect_when_up(cluster: Cluster, node: Node, node_dir: Path, deadline: flo
                 raise ProviderError(f"local provider: stopped waiting for {node.name}") from None
             if time.monotonic() > deadline:
                 raise ProviderError(f"local provider: {exc} (console: {console})") from None
-            if not _alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME):
+            if not alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME):
                 raise ProviderError(f"local provider: node {node.name} exited while booting "
                                     f"(console: {console})") from None
         stop.wait(0.5)
@@ -491,26 +492,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int | None, marker: str) -> bool:
-    """True when `pid` runs and its command line names `marker` (no recycled pids)."""
-    if not pid:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and marker in cmdline
-
-
-def _kill(pid: int | None, marker: str, sig: int) -> None:
-    if _alive(pid, marker):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 # -- cgroups ----------------------------------------------------------------------------
@@ -615,10 +596,10 @@ def _read_text(path: Path) -> str | None:
 def _signal_node(node_dir: Path, sig: int) -> None:
     """SIGTERM the supervisor (it forwards to nspawn, which powers the node off)."""
     supervisor = _read_pid(node_dir / "supervisor.pid")
-    if _alive(supervisor, SUPERVISOR_NAME):
-        _kill(supervisor, SUPERVISOR_NAME, sig)
+    if alive(supervisor, SUPERVISOR_NAME):
+        kill(supervisor, SUPERVISOR_NAME, sig)
     else:
-        _kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", sig)
+        kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", sig)
 
 
 def _kill_unit_processes(node_dir: Path, unit: str) -> None:
@@ -638,8 +619,8 @@ def _kill_unit_processes(node_dir: Path, unit: str) -> None:
 
 
 def _node_running(node_dir: Path) -> bool:
-    return (_alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME)
-            or _alive(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn")
+    return (alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME)
+            or alive(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn")
             or bool(_cgroup_pids(_recorded_cgroups(node_dir))))
 
 
@@ -655,8 +636,8 @@ def _kill_node(node_dir: Path) -> None:
     if not _node_running(node_dir):
         return
     log.warning("local provider: %s did not power off in time; killing it", node_dir.name)
-    _kill(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME, signal.SIGKILL)
-    _kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", signal.SIGKILL)
+    kill(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME, signal.SIGKILL)
+    kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", signal.SIGKILL)
     cgroups = _recorded_cgroups(node_dir)
     deadline = time.monotonic() + 10
     while (pids := _cgroup_pids(cgroups)) and time.monotonic() < deadline:

@@ -84,6 +84,7 @@ from typing import Callable
 from helpers.bootstrap import userdata
 from helpers.inventory import Inventory, QemuSettings
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
+from helpers.providers.processes import alive, kill
 from helpers.providers.qemu_image import create_overlay, ensure_image, image_format
 
 log = logging.getLogger(__name__)
@@ -503,7 +504,7 @@ class QemuProvider(Provider):
     def attach(self, cluster: Cluster) -> Cluster:
         for name, info in cluster.state.get("nodes", {}).items():
             node_dir = Path(info["dir"])
-            if not _alive(_read_pid(node_dir / "qemu.pid"), str(node_dir)):
+            if not alive(_read_pid(node_dir / "qemu.pid"), str(node_dir)):
                 raise ProviderError(f"qemu: VM {name} of the recorded cluster is not running "
                                     f"(no QEMU process for {node_dir})")
         return cluster
@@ -518,7 +519,7 @@ class QemuProvider(Provider):
         from helpers import ssh
         info = cluster.state["nodes"][node.name]
         node_dir, console = Path(info["dir"]), Path(info["console"])
-        if not _alive(_read_pid(node_dir / "qemu.pid"), str(node_dir)):
+        if not alive(_read_pid(node_dir / "qemu.pid"), str(node_dir)):
             raise ProviderError(f"qemu: cannot reboot {node.name}: its QEMU process is gone "
                                 f"({_console_tail(console)})")
         settings = self.inventory.ssh
@@ -664,7 +665,7 @@ class QemuProvider(Provider):
             raise ProviderError(f"qemu: QEMU for {plan.name} failed to start (status "
                                 f"{proc.returncode}): {message or 'no message'}")
         pid = _read_pid(plan.pid_file)
-        if not _alive(pid, str(plan.dir)):
+        if not alive(pid, str(plan.dir)):
             raise ProviderError(f"qemu: QEMU for {plan.name} exited right after starting "
                                 f"({_console_tail(plan.console)})")
         log.info("qemu: started %s (pid %s, ssh 127.0.0.1:%d)", plan.name, pid, plan.ssh_port)
@@ -698,7 +699,7 @@ class QemuProvider(Provider):
         from helpers.ssh import Connection, HostKeyRejected, SSHError
         started, last = time.monotonic(), "no attempt"
         while True:
-            if not _alive(_read_pid(plan.pid_file), str(plan.dir)):
+            if not alive(_read_pid(plan.pid_file), str(plan.dir)):
                 raise ProviderError(f"qemu: {node.name}: QEMU exited while booting "
                                     f"({_console_tail(plan.console)})")
             remaining = deadline - time.monotonic()
@@ -747,18 +748,18 @@ class QemuProvider(Provider):
         if not dirs:
             return
         for d in dirs:
-            _kill(_read_pid(d / "qemu.pid"), str(d), signal.SIGTERM)
+            kill(_read_pid(d / "qemu.pid"), str(d), signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while any(_alive(_read_pid(d / "qemu.pid"), str(d)) for d in dirs) \
+        while any(alive(_read_pid(d / "qemu.pid"), str(d)) for d in dirs) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
         for d in dirs:
             pid = _read_pid(d / "qemu.pid")
-            if _alive(pid, str(d)):
+            if alive(pid, str(d)):
                 log.warning("qemu: %s did not stop on SIGTERM; killing it", d.name)
-                _kill(pid, str(d), signal.SIGKILL)
+                kill(pid, str(d), signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while (running := [d for d in dirs if _alive(_read_pid(d / "qemu.pid"), str(d))]) \
+        while (running := [d for d in dirs if alive(_read_pid(d / "qemu.pid"), str(d))]) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
         if running:
@@ -838,27 +839,6 @@ def _read_text(path: Path) -> str | None:
         return path.read_text().strip()
     except OSError:
         return None
-
-
-def _alive(pid: int | None, marker: str) -> bool:
-    """True when `pid` runs (not a zombie) and its command line contains `marker`."""
-    if not pid:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and marker in cmdline
-
-
-def _kill(pid: int | None, marker: str, sig: int) -> None:
-    if _alive(pid, marker):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _read_tail(path: Path, size: int) -> str:

@@ -1,0 +1,27 @@
+"""Processes a provider started, found again by pid and checked by command line,
+so that a recycled pid is never signalled."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def alive(pid: int | None, marker: str) -> bool:
+    """True when `pid` runs (not a zombie) and its command line contains `marker`."""
+    if not pid:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and marker in cmdline
+
+
+def kill(pid: int | None, marker: str, sig: int) -> None:
+    if alive(pid, marker):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
