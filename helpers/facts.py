@@ -114,6 +114,20 @@ def split_sections(output: str) -> tuple[dict[str, str], dict[str, int]]:
     return texts, codes
 
 
+def parse_show(text: str) -> dict[str, dict[str, str]]:
+    """`systemctl show A B ...` output: {unit Id: {property: value}}."""
+    units, current = {}, {}
+    for line in text.splitlines() + [""]:
+        if not line.strip():
+            if current.get("Id"):
+                units[current["Id"]] = current
+            current = {}
+            continue
+        key, _, value = line.partition("=")
+        current[key] = value
+    return units
+
+
 @dataclass
 class HttpAnswer:
     status: int
@@ -138,16 +152,7 @@ class NodeFacts:
 
     # -- systemd -------------------------------------------------------------------
     def units(self) -> dict[str, dict[str, str]]:
-        units, current = {}, {}
-        for line in self.section("show").splitlines() + [""]:
-            if not line.strip():
-                if current.get("Id"):
-                    units[current["Id"]] = current
-                current = {}
-                continue
-            key, _, value = line.partition("=")
-            current[key] = value
-        return units
+        return parse_show(self.section("show"))
 
     def unit(self, name: str) -> dict[str, str]:
         return self.units().get(name, {})

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from helpers import spec
+from helpers.facts import parse_show
 
 MASTER, MINION_A, MINION_B = "coreos-1", "coreos-2", "coreos-3"
 NODES = (MASTER, MINION_A, MINION_B)
@@ -178,15 +179,7 @@ def snapshot(lab: Lab, name: str) -> dict[str, str]:
 
 def order_violations(role: str, show: str) -> list[str]:
     """The suite's start-order rule, applied to `systemctl show` output."""
-    units, current = {}, {}
-    for line in show.splitlines() + [""]:
-        if not line.strip():
-            if current.get("Id"):
-                units[current["Id"]] = current
-            current = {}
-            continue
-        key, _, value = line.partition("=")
-        current[key] = value
+    units = parse_show(show)
     bad = []
     for unit in spec.units_for(role):
         started = int(units.get(unit.name, {}).get("InactiveExitTimestampMonotonic") or 0)
