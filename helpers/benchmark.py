@@ -8,16 +8,15 @@ For each size, on a cluster of its own (prefix `k8sbench`, 192.168.42.0/24 and
 
 1. creates and bootstraps the cluster through `ClusterLifecycle` (up = the provider's
    create step with a cached rootfs; bootstrap = the guide's install);
-2. times the verification in-process, as the suite does it: fresh connections, every
-   node's facts gathered at once (`FactsCache.refresh`), then the data plane as
-   `suites/test_dataplane.py` runs it; and counts SSH commands per node;
-3. times `pytest suites --reuse-cluster --no-bootstrap`, serial and `-n 3`, with this
-   module loaded as a plugin (PYTEST_PLUGINS) to count the SSH commands of every
-   process, xdist workers included;
+2. times the verification's SSH work in-process, as the controller does it before the
+   checks (`facts.gather_cluster`: facts + probe start, pings, probe removal, each
+   round on every node at once), and counts SSH commands per node;
+3. times `pytest suites --reuse-cluster --no-bootstrap`, serial and `-n 3` (the whole
+   verification: gathering plus every check), with this module loaded as a plugin
+   (PYTEST_PLUGINS) to count the SSH commands of every process, xdist workers included;
 4. times a naive baseline on the same cluster: every assertion its own testinfra call,
    node after node;
-5. times a prototype of the proposed design (see `verify_proposed`);
-6. destroys the cluster.
+5. destroys the cluster.
 
 It prints two tables and the targets, and writes `reports/benchmark.json`
 ($K8SCONF_REPORTS respected); its clusters' state and the pytest runs' reports go to
@@ -43,7 +42,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -253,8 +251,6 @@ TIMES = (
     (f"pytest -n{XDIST_WORKERS} s", ("pytest_xdist", "wall_s"), 1),
     ("baseline s", ("baseline", "wall_s"), 1),
     ("ratio", ("speedup",), 1),
-    ("proposed s", ("proposed", "wall_s"), 2),
-    ("min", ("proposed", "wall_s_min"), 2),
     ("load", ("loadavg_start", 0), 1),
 )
 COUNTS = (
@@ -263,12 +259,10 @@ COUNTS = (
     ("pytest", ("pytest_serial", "round_trips_max"), 0),
     (f"-n{XDIST_WORKERS}", ("pytest_xdist", "round_trips_max"), 0),
     ("baseline", ("baseline", "round_trips_max"), 0),
-    ("proposed", ("proposed", "round_trips_max"), 0),
     ("node CPU s verify", ("verify", "node_cpu_s"), 1),
     ("pytest", ("pytest_serial", "node_cpu_s"), 1),
     (f"-n{XDIST_WORKERS}", ("pytest_xdist", "node_cpu_s"), 1),
     ("baseline", ("baseline", "node_cpu_s"), 1),
-    ("proposed", ("proposed", "node_cpu_s"), 1),
     ("client CPU s pytest", ("pytest_serial", "client_cpu_s"), 1),
     (f"-n{XDIST_WORKERS}", ("pytest_xdist", "client_cpu_s"), 1),
 )
@@ -405,146 +399,26 @@ def loadavg() -> list[float]:
         return []
 
 
-# -- verification, in-process: what the suite's fixtures do, without pytest --------------
-def _probe_name() -> str:
-    return f"k8sconf-probe-{secrets.token_hex(3)}"
-
-
-def _ping_script(container: str, targets: dict[str, str]) -> str:
-    """suites/test_dataplane.py's: one `docker exec` per target."""
-    return "; ".join(f"docker exec {container} ping -c 1 -W 2 {ip} >/dev/null 2>&1 "
-                     f"&& echo {other} ok || echo {other} FAILED"
-                     for other, ip in targets.items())
-
-
+# -- verification, in-process: what the controller does before the checks ---------------
 def verify_current(cluster, inventory) -> dict:
-    """The checks' SSH work as the suite does it today, given a ready cluster.
-
-    Facts: every node at once (FactsCache.refresh). Data plane, as in
-    suites/test_dataplane.py: the probe_containers fixture starts one container per
-    node, one node after the other; each node's test pings every other node's
-    container (a `docker exec` per target; `ip route` only for a failure's evidence);
-    the fixture removes the containers one node after the other.
-    """
+    """The run's SSH work, as lifecycle._gather_facts does it, on fresh connections:
+    facts.gather_cluster's three rounds (facts + probe start, pings, probe removal),
+    each on every node at once. The checks then only read what it gathered."""
+    from helpers import facts as facts_mod
     from helpers import lifecycle
-    from helpers.facts import PROBE_IMAGE
-    from helpers.plugin import FactsCache
     connections = lifecycle.connect_all(cluster, inventory)
-    phases, errors = {}, []
     try:
         with Meter(cluster) as total:
-            started = time.monotonic()
-            cache = FactsCache(cluster, connections, inventory)
-            cache.refresh()
-            phases["facts (parallel)"] = time.monotonic() - started
-            errors += [f"{n}: {f}" for n, f in cache._facts.items() if isinstance(f, Exception)]
-            name, probes = _probe_name(), {}
-            started = time.monotonic()
-            for node in cluster.nodes:
-                result = connections[node.name].sudo(
-                    f"docker run -d --rm --name {name} {PROBE_IMAGE} sleep 600 >/dev/null && "
-                    f"docker inspect -f '{{{{.NetworkSettings.IPAddress}}}}' {name}", timeout=60)
-                probes[node.name] = result.stdout.strip() if result.ok else ""
-            phases["probe start (serial)"] = time.monotonic() - started
-            started = time.monotonic()
-            for node in cluster.nodes:
-                targets = {o: ip for o, ip in probes.items() if o != node.name and ip}
-                result = connections[node.name].sudo(_ping_script(name, targets) or "true",
-                                                     timeout=60)
-                failed = [line.split()[0] for line in result.stdout.splitlines()
-                          if "FAILED" in line]
-                if failed or not result.ok:
-                    connections[node.name].run("ip route", timeout=10)
-                errors += [f"{node.name} -> {other}" for other in failed]
-            phases["pings (serial)"] = time.monotonic() - started
-            started = time.monotonic()
-            for node in cluster.nodes:
-                connections[node.name].sudo(f"docker rm -f {name}", timeout=30)
-            phases["probe remove (serial)"] = time.monotonic() - started
+            found = facts_mod.gather_cluster(cluster, connections, inventory.guide.values(),
+                                             inventory.ssh.command_timeout)
         trips = {n: c.commands_run for n, c in connections.items()}
     finally:
         for connection in connections.values():
             connection.close()
-    return {**total.as_dict(), "phases_s": {k: round(v, 3) for k, v in phases.items()},
-            "round_trips": trips, "round_trips_max": max(trips.values()),
-            "errors": errors}
-
-
-PROPOSED_PROBE = ("docker run -d --rm --name {name} {image} sleep 600 >/dev/null && "
-                  "nsenter -n -t $(docker inspect -f '{{{{.State.Pid}}}}' {name}) "
-                  "sh -c 'cat /sys/class/net/eth0/mtu; ip -4 -o addr show eth0'")
-
-
-def proposed_script(node, cluster, guide: dict, probe_name: str) -> str:
-    """facts.script() with the `probe_container` section starting the data plane's
-    long-lived container and reading its eth0 from its network namespace (same output
-    as today's `docker run --rm`: the MTU, then the address line)."""
-    from helpers import facts as facts_mod
-    sections = facts_mod._sections(node, cluster, guide)
-    sections["probe_container"] = PROPOSED_PROBE.format(name=probe_name,
-                                                        image=facts_mod.PROBE_IMAGE)
-    # KILL, not TERM (or -k): a docker CLI proxies TERM to its container and outlives
-    # the `sh` that timeout waits for, writing into later sections
-    return "\n".join(
-        f"echo '{facts_mod.MARK}{name}'; timeout -s KILL {facts_mod.PER_SECTION_TIMEOUT} sh -c "
-        f"{shlex.quote(command)} 2>&1; printf '\\n{facts_mod.MARK}rc %s\\n' $?"
-        for name, command in sections.items())
-
-
-def probe_address(probe_section: str) -> str:
-    """The container's IPv4 from `ip -4 -o addr show eth0` ("... inet 10.1.2.3/24 ...")."""
-    found = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", probe_section)
-    return found.group(1) if found else ""
-
-
-def verify_proposed(cluster, inventory) -> dict:
-    """A prototype of the proposed design, 3 round trips per node, every phase parallel:
-    1. facts, whose probe section starts the data plane's container (no second
-       `docker run`); 2. one `docker exec` per node pinging every other container in a
-    loop, no eager `ip route`; 3. `docker rm -f`."""
-    from helpers import facts as facts_mod
-    from helpers import lifecycle
-    connections = lifecycle.connect_all(cluster, inventory)
-    nodes, name, guide = cluster.nodes, _probe_name(), inventory.guide.values()
-    timeout = inventory.ssh.command_timeout
-    phases, errors = {}, []
-
-    def parallel(action):
-        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-            return dict(zip([n.name for n in nodes], pool.map(action, nodes)))
-
-    def gather(node):
-        result = connections[node.name].run(proposed_script(node, cluster, guide, name),
-                                            sudo=True, timeout=timeout)
-        return facts_mod.NodeFacts(node, *facts_mod.split_sections(result.stdout))
-
-    def pings(node):
-        targets = " ".join(ip for other, ip in probes.items() if other != node.name)
-        return connections[node.name].sudo(
-            f"docker exec {name} sh -c 'for ip in {targets}; do ping -c 1 -W 2 $ip "
-            ">/dev/null 2>&1 && echo $ip ok || echo $ip FAILED; done'", timeout=60)
-
-    try:
-        with Meter(cluster) as total:
-            started = time.monotonic()
-            found = parallel(gather)
-            phases["facts + probe start (parallel)"] = time.monotonic() - started
-            probes = {n: probe_address(f.section("probe_container")) for n, f in found.items()}
-            errors += [f"{n}: no probe container" for n, ip in probes.items() if not ip]
-            started = time.monotonic()
-            for node_name, result in parallel(pings).items():
-                errors += [f"{node_name} -> {line.split()[0]}"
-                           for line in result.stdout.splitlines() if "FAILED" in line]
-            phases["pings (parallel)"] = time.monotonic() - started
-            started = time.monotonic()
-            parallel(lambda n: connections[n.name].sudo(f"docker rm -f {name}", timeout=30))
-            phases["probe remove (parallel)"] = time.monotonic() - started
-        trips = {n: c.commands_run for n, c in connections.items()}
-    finally:
-        for connection in connections.values():
-            connection.close()
-    return {**total.as_dict(), "phases_s": {k: round(v, 3) for k, v in phases.items()},
-            "round_trips": trips, "round_trips_max": max(trips.values()),
+    errors = [f"{n}: {f}" for n, f in found.items() if isinstance(f, Exception)]
+    errors += [f"{n} -> {other}" for n, f in found.items() if not isinstance(f, Exception)
+               for other, reached in f.pings().items() if not reached]
+    return {**total.as_dict(), "round_trips": trips, "round_trips_max": max(trips.values()),
             "errors": errors}
 
 
@@ -738,8 +612,8 @@ def naive_checks(node, cluster, inventory, hosts: dict, shipped: dict[str, str],
         # advisories: expected to be false on the guide's install
         check("portal_net apart (advisory)")(lambda: "-portal_net=10.100." not in show(
             spec.APISERVER, "ExecStart"))
-        check("no insecure port (advisory)")(lambda: not host.socket(
-            f"tcp://{guide.apiserver_address}:{guide.apiserver_port}").is_listening)
+        check("no insecure port (advisory)")(lambda: "-port=0" in show(
+            spec.APISERVER, "ExecStart"))
         check("docker current syntax")(lambda: " -d " not in show(spec.DOCKER, "ExecStart"))
         check("flannel without etcd v2 (advisory)")(lambda: "etcdctl set" not in host.file(
             f"{spec.UNIT_DIR}/{spec.FLANNEL}").content_string)
@@ -751,7 +625,7 @@ def naive_checks(node, cluster, inventory, hosts: dict, shipped: dict[str, str],
 
 def naive_dataplane(cluster, hosts: dict, probe: str) -> list[tuple[str, object]]:
     """Containers on every node, then one `docker exec ... ping` per pair of nodes."""
-    name = _probe_name()
+    name = f"k8sconf-probe-{secrets.token_hex(3)}"
     addresses: dict[str, str] = {}
 
     def as_root(on, command):
@@ -915,15 +789,6 @@ def bench_size(count: int, work: Path, options, say, result: dict) -> dict:
                 + (f", errors: {runs[-1]['errors']}" if runs[-1]["errors"] else ""))
         result["verify"] = summarize_runs(runs)
 
-        if not options.no_proposed:
-            runs = []
-            for i in range(options.repeat):
-                runs.append(verify_proposed(cluster, inventory))
-                say(f"{count} nodes: proposed prototype #{i + 1}: {runs[-1]['wall_s']:.2f} s, "
-                    f"{runs[-1]['round_trips_max']} round trips/node"
-                    + (f", errors: {runs[-1]['errors']}" if runs[-1]["errors"] else ""))
-            result["proposed"] = summarize_runs(runs)
-
         result["section_profile_ms"] = {
             "master": section_profile(cluster, inventory, cluster.master)}
         if cluster.minions:
@@ -984,8 +849,6 @@ def parse_args(argv):
                         help="in-process verifications per size; the median is reported")
     parser.add_argument("--no-pytest", action="store_true", help="skip the pytest subprocesses")
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
-    parser.add_argument("--no-proposed", action="store_true",
-                        help="skip the prototype of the proposed design")
     parser.add_argument("--verbose", action="store_true", help="show every setup step")
     options = parser.parse_args(argv)
     options.sizes = [int(s) for s in options.sizes.split(",") if s.strip()]
@@ -1005,7 +868,8 @@ def report(payload: dict, reports: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=str))
     return "\n".join([
-        "wall times (s): verify and proposed are medians (min beside them); "
+        "wall times (s): verify (the run's SSH work, in-process) is a median (min beside "
+        "it); pytest = the whole suite as a subprocess; "
         "ratio = baseline / verify; load = 1-min load average at the start",
         format_table(payload["sizes"], TIMES), "",
         "SSH round trips per node (max over nodes); CPU seconds on the nodes and here",

@@ -1,15 +1,25 @@
-"""Everything the checks need from a node, gathered in one SSH round trip.
+"""Everything the checks need from the nodes, gathered once per run in three rounds.
 
-The node runs one script that prints labelled sections; the checks assert on the
-parsed sections and attach the raw text of the ones they used as evidence. Every
-section's command is bounded by `timeout`, so one stuck tool cannot hang the rest.
+1. facts: each node runs one script that prints labelled sections (and starts the
+   data plane's probe container); every section is bounded by `timeout`, so one stuck
+   tool cannot hang the rest;
+2. pings: from each probe container's network namespace, every other node's probe;
+3. the probe containers are ended (Docker removes them: --rm).
+
+Each round runs on every node at once: a round takes the slowest node's time, as long
+as the nodes have the CPU (a container start is most of a node's cost). The checks assert on the parsed sections and attach the raw text of the ones
+they used as evidence; the controller writes the result to a JSON file that xdist
+workers read, so `-n N` costs the nodes no more than a serial run.
 """
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from helpers import spec
 from helpers.providers.base import Cluster, Node
@@ -17,21 +27,77 @@ from helpers.providers.base import Cluster, Node
 MARK = "@@k8sconf-section "
 PER_SECTION_TIMEOUT = 20  # generous: a loaded 2-core CI machine is slow, not broken
 PROBE_IMAGE = "busybox"
+# --rm and a bounded sleep: a probe that an interrupted run could not remove goes by itself
+PROBE_LIFETIME = 300
+PING_WAIT = 2      # seconds a ping waits for its answer; the pings run concurrently
 SHOW_PROPERTIES = ("Id,LoadState,ActiveState,SubState,UnitFileState,FragmentPath,After,Wants,"
                    "Requires,Restart,RestartUSec,ExecStart,InactiveExitTimestampMonotonic,"
-                   "ActiveEnterTimestampMonotonic,NRestarts")
+                   "InactiveEnterTimestampMonotonic,ActiveEnterTimestampMonotonic,NRestarts,"
+                   "ExecMainPID")
+
+
+# the master's OS, kernel and etcd for the report's environment (Docker's: docker_version)
+VERSIONS_COMMAND = (
+    "(. /etc/os-release; echo \"os=$PRETTY_NAME\"); echo \"kernel=$(uname -r)\"; "
+    "echo \"etcd=$( { etcd --version || etcd2 --version || etcd -version; } 2>/dev/null "
+    "| head -n 1 | sed 's/^etcd[^0-9]*//')\""
+)
 
 
 class FactsError(Exception):
     """A node's answer could not be read; the check that needed it fails with this."""
 
 
-def _curl(url: str) -> str:
-    # body, then the status code on its own line ("000" when nothing answered)
-    return f"curl -s -m 5 -w '\\n%{{http_code}}' {shlex.quote(url)}"
+HTTP_TIMEOUT = 5   # seconds per request; the requests of a node run at once
 
 
-def _sections(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
+class Http(str):
+    """A section that is one HTTP GET: its text is the body, then the status code on
+    its own line ("000" when nothing answered). The script fetches all of a node's
+    with one curl process (see _http_block); as a command of its own, it is this."""
+
+    def __new__(cls, url: str):
+        self = super().__new__(cls, f"curl -s -m {HTTP_TIMEOUT} -w '\\n%{{http_code}}' "
+                                    f"{shlex.quote(url)}")
+        self.url = url
+        return self
+
+
+def _curl(url: str) -> Http:
+    return Http(url)
+
+
+def _http_block(fetches: dict[str, Http]) -> str:
+    """One curl for every HTTP section (a curl process costs a node more CPU than the
+    request), all requests at once where curl has --parallel (7.66+), so a node whose
+    services do not answer costs one HTTP_TIMEOUT, not one per request. Each answer is
+    printed as its own section, in the shape Http describes."""
+    names = list(fetches)
+    args = " ".join(f"-o $d/{i} {shlex.quote(fetches[name].url)}" for i, name in enumerate(names))
+    lines = ["d=$(mktemp -d)",
+             "P=$(curl --parallel --parallel-immediate -V >/dev/null 2>&1 && "
+             "echo '--parallel --parallel-immediate')",
+             f"timeout -s KILL {PER_SECTION_TIMEOUT} curl $P -s -m {HTTP_TIMEOUT} "
+             f"-w '%{{http_code}} %{{filename_effective}}\\n' {args} >$d/codes 2>/dev/null"]
+    for i, name in enumerate(names):
+        lines.append(f"echo '{MARK}{name}'; c=$(sed -n \"s|^\\([0-9]*\\) $d/{i}\\$|\\1|p\" "
+                     f"$d/codes); cat $d/{i} 2>/dev/null; printf '\\n%s\\n' \"${{c:-000}}\"; "
+                     f"[ \"${{c:-000}}\" != 000 ]; printf '{MARK}rc %s\\n' $?")
+    lines.append("rm -rf $d")
+    return "\n".join(lines)
+
+
+def _probe_start(probe: str) -> str:
+    """Start the long-lived probe container; print its eth0 MTU and address, read from
+    its network namespace (no second container, no `docker exec`), and its pid."""
+    return (f"docker run -d --rm --name {probe} {PROBE_IMAGE} sleep {PROBE_LIFETIME} "
+            f">/dev/null && pid=$(docker inspect -f '{{{{.State.Pid}}}}' {probe}) && "
+            "nsenter -n -t $pid sh -c 'cat /sys/class/net/eth0/mtu; ip -4 -o addr show eth0' "
+            "&& echo \"pid $pid\"")
+
+
+def _sections(node: Node, cluster: Cluster, guide: dict,
+              probe: str | None = None) -> dict[str, str]:
     units = " ".join(u.name for u in spec.UNITS) + " etcd.service"
     etcd = guide["etcd_endpoint"]
     api = f"http://{guide['apiserver_address']}:{guide['apiserver_port']}"
@@ -49,11 +115,10 @@ def _sections(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
                    "journalctl -b -u $u -n 12 --no-pager -o short-monotonic; done",
         "subnet_env": f"cat {spec.SUBNET_ENV}",
         "ip_addr": "ip -j addr",
+        "ip_route": "ip route",
         "listen": "ss -Hltnp",
         "docker_version": "docker version --format '{{.Server.Version}}'",
         "docker_network": "docker network inspect bridge",
-        "probe_container": f"docker run --rm {PROBE_IMAGE} sh -c "
-                           "'cat /sys/class/net/eth0/mtu; ip -4 -o addr show eth0'",
         "binaries": f"cd {spec.BIN_DIR} && sha256sum *",
         "etcd_config": _curl(f"{etcd}/v2/keys{spec.NETWORK_CONFIG_KEY}"),
         "etcd_subnets": _curl(f"{etcd}/v2/keys{spec.SUBNETS_KEY}?recursive=true"),
@@ -64,6 +129,7 @@ def _sections(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
     }
     if node.is_master:
         sections.update({
+            "versions": VERSIONS_COMMAND,
             "api_minions": _curl(f"{api}/api/v1beta1/minions"),
             "kubecfg_minions": f"{spec.BIN_DIR}/kubecfg -h {api} list minions",
             "kubecfg_version": f"{spec.BIN_DIR}/kubecfg -version",
@@ -75,17 +141,48 @@ def _sections(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
                 f"http://{other.private_ip}:{kubelet}/healthz")
             sections[f"kubelet_public {other.name}"] = _curl(
                 f"http://{other.public_ip}:{kubelet}/healthz")
+    if probe:
+        sections["probe_container"] = _probe_start(probe)
     return sections
 
 
-def script(node: Node, cluster: Cluster, guide: dict) -> str:
-    parts = []
-    for name, command in _sections(node, cluster, guide).items():
-        # the newline before the rc mark ends output that has none (curl's status code);
-        # SIGKILL at the deadline: a docker client forwards SIGTERM and keeps printing
-        # into the next section
-        parts.append(f"echo '{MARK}{name}'; timeout -s KILL {PER_SECTION_TIMEOUT} sh -c "
-                     f"{shlex.quote(command)} 2>&1; printf '\\n{MARK}rc %s\\n' $?")
+def _section(name: str, command: str) -> str:
+    # the newline before the rc mark ends output that has none (curl's status code);
+    # SIGKILL at the deadline: a docker client forwards SIGTERM and keeps printing
+    # into the next section
+    return (f"echo '{MARK}{name}'; timeout -s KILL {PER_SECTION_TIMEOUT} sh -c "
+            f"{shlex.quote(command)} 2>&1; printf '\\n{MARK}rc %s\\n' $?")
+
+
+def _in_background(sections: dict[str, str], foreground: list[str]) -> list[str]:
+    """Sections that mostly wait (a container start) run while the others do; their
+    output is printed, as sections, once the others are done."""
+    start = ["b=$(mktemp -d)"] + [
+        f"(timeout -s KILL {PER_SECTION_TIMEOUT} sh -c {shlex.quote(command)} >$b/{i} 2>&1; "
+        f"echo $? >$b/{i}.rc) &" for i, command in enumerate(sections.values())]
+    collect = ["wait"] + [
+        f"echo '{MARK}{name}'; cat $b/{i}; printf '\\n{MARK}rc %s\\n' \"$(cat $b/{i}.rc)\""
+        for i, name in enumerate(sections)] + ["rm -rf $b"]
+    return start + foreground + collect
+
+
+def script(node: Node, cluster: Cluster, guide: dict, probe: str | None = None,
+           only: tuple[str, ...] = ()) -> str:
+    """The facts script; `only`: just these sections (a re-read of a few answers)."""
+    parts, fetches, background = [], {}, {}
+    for name, command in _sections(node, cluster, guide, probe).items():
+        if only and name not in only:
+            continue
+        if isinstance(command, Http):
+            fetches[name] = command
+        elif name == "probe_container":
+            background[name] = command
+        else:
+            parts.append(_section(name, command))
+    if fetches:
+        parts.append(_http_block(fetches))
+    if background:
+        parts = _in_background(background, parts)
     return "\n".join(parts)
 
 
@@ -128,6 +225,27 @@ def parse_show(text: str) -> dict[str, dict[str, str]]:
     return units
 
 
+def start_order_violations(role: str, units: dict[str, dict[str, str]]) -> list[str]:
+    """The guide's After= ordering, judged from the monotonic timestamps since boot: a
+    unit violates it when it began starting while a dependency was down, i.e. after the
+    dependency last went inactive and before it next became active. A dependency that an
+    operator restarts later on its own went inactive after the unit had started: no
+    violation."""
+    def at(props: dict, name: str) -> int:
+        return as_int(props.get(f"{name}TimestampMonotonic", ""), 0)
+
+    found = []
+    for unit in spec.units_for(role):
+        started = at(units.get(unit.name, {}), "InactiveExit")
+        for dep in unit.after:
+            theirs = units.get(dep, {})
+            down, up = at(theirs, "InactiveEnter"), at(theirs, "ActiveEnter")
+            if started and down < started < up:
+                found.append(f"{unit.short} started at {started / 1e6:.2f}s while {dep} was "
+                             f"not active (active only at {up / 1e6:.2f}s)")
+    return found
+
+
 @dataclass
 class HttpAnswer:
     status: int
@@ -146,6 +264,9 @@ class NodeFacts:
 
     def section(self, name: str) -> str:
         return self.text.get(name, "")
+
+    def set(self, name: str, text: str, rc: int) -> None:
+        self.text[name], self.rc[name] = text, rc
 
     def ok(self, name: str) -> bool:
         return self.rc.get(name, -1) == 0
@@ -202,6 +323,16 @@ class NodeFacts:
                 sockets.add(fields[3])
         return sockets
 
+    def listening_processes(self) -> dict[str, str]:
+        """{listening address:port: pid of its process} from `ss -Hltnp`."""
+        owners = {}
+        for line in self.section("listen").splitlines():
+            fields = line.split()
+            pid = re.search(r"pid=(\d+)", line)
+            if len(fields) >= 4:
+                owners[fields[3]] = pid.group(1) if pid else ""
+        return owners
+
     def http(self, name: str) -> HttpAnswer:
         body, _, status = self.section(name).rpartition("\n")
         if not self.section(name):
@@ -209,6 +340,24 @@ class NodeFacts:
         if as_int(status, None) is None:
             body, status = self.section(name), "0"
         return HttpAnswer(int(status), body)
+
+    def probe_address(self) -> str:
+        """The probe container's IPv4 (`ip -4 -o addr show eth0`: "... inet A.B.C.D/N")."""
+        found = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", self.section("probe_container"))
+        return found.group(1) if found and self.ok("probe_container") else ""
+
+    def probe_pid(self) -> str:
+        found = re.search(r"^pid (\d+)$", self.section("probe_container"), re.M)
+        return found.group(1) if found and self.ok("probe_container") else ""
+
+    def pings(self) -> dict[str, bool]:
+        """{other node: reached} from the probe container's pings."""
+        reached = {}
+        for line in self.section("pings").splitlines():
+            fields = line.split()
+            if len(fields) == 3 and fields[2] in ("ok", "FAILED"):
+                reached[fields[0]] = fields[2] == "ok"
+        return reached
 
     def checksums(self) -> dict[str, str]:
         sums = {}
@@ -230,7 +379,90 @@ def _subsection(text: str, name: str) -> str:
     return "\n".join(lines)
 
 
-def gather(connection, node: Node, cluster: Cluster, guide: dict, timeout: float) -> NodeFacts:
-    result = connection.run(script(node, cluster, guide), sudo=True, timeout=timeout)
+# -- gathering ---------------------------------------------------------------------------
+Gathered = dict[str, "NodeFacts | FactsError"]
+
+
+def gather(connection, node: Node, cluster: Cluster, guide: dict, timeout: float,
+           probe: str | None = None, only: tuple[str, ...] = ()) -> NodeFacts:
+    """One node's facts in one round trip; an unreadable node raises FactsError."""
+    from helpers.ssh import SSHError
+    try:
+        result = connection.run(script(node, cluster, guide, probe, only), sudo=True,
+                                timeout=timeout, label="the facts script")
+    except SSHError as exc:
+        raise FactsError(str(exc)) from None
     texts, codes = split_sections(result.stdout)
+    if not texts:   # sudo refused, no shell...: nothing the checks could read
+        raise FactsError(f"{node.name}: the facts script answered no section "
+                         f"(exit {result.rc}): {(result.stderr or result.stdout)[:200]!r}")
     return NodeFacts(node, texts, codes)
+
+
+def ping_script(pid: str, targets: dict[str, str]) -> str:
+    """From the probe container's network namespace, ping every target at once; one line
+    each: `<node> <ip> ok|FAILED`. The node's own ping in the container's namespace
+    takes the container's path (its eth0, docker0, the flannel routes) and costs the node
+    far less than a `docker exec`."""
+    pings = " ".join(f"(ping -c 1 -W {PING_WAIT} {ip} >/dev/null 2>&1 && echo {name} {ip} ok "
+                     f"|| echo {name} {ip} FAILED) &" for name, ip in targets.items())
+    return f"nsenter -n -t {pid} sh -c {shlex.quote(pings + ' wait')}"
+
+
+def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -> Gathered:
+    """Every node's facts, its pings to every other node's container, in three rounds
+    (facts + probe start, pings, probe removal), each on all nodes at once."""
+    probe = f"k8sconf-probe-{secrets.token_hex(3)}"
+    nodes = {n.name: n for n in cluster.nodes}
+
+    def each(action, names):
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            return dict(zip(names, pool.map(action, names)))
+
+    def facts_of(name):
+        try:
+            return gather(connections[name], nodes[name], cluster, guide, timeout, probe)
+        except FactsError as exc:
+            return exc
+
+    found: Gathered = each(facts_of, list(nodes))
+    readable = {n: f for n, f in found.items() if isinstance(f, NodeFacts)}
+    probes = {n: f for n, f in readable.items() if f.probe_address() and f.probe_pid()}
+    targets = {n: f.probe_address() for n, f in probes.items()}
+
+    def pings(name):
+        others = {o: ip for o, ip in targets.items() if o != name}
+        try:
+            result = connections[name].run(ping_script(probes[name].probe_pid(), others),
+                                           sudo=True, timeout=timeout, label="the pings")
+            probes[name].set("pings", result.stdout + result.stderr, result.rc)
+        except Exception as exc:  # noqa: BLE001 - the node's own data-plane check says so
+            probes[name].set("pings", str(exc), -1)
+
+    def remove(name):
+        # its init, by pid; --rm has Docker remove the container (and dockerd does that
+        # work while the checks run, instead of before)
+        try:
+            connections[name].run(f"kill -KILL {probes[name].probe_pid()} || "
+                                  f"docker rm -f {probe}", sudo=True, timeout=timeout)
+        except Exception:  # noqa: BLE001 - its bounded sleep ends it anyway
+            pass
+
+    each(pings, list(probes))
+    each(remove, list(probes))
+    return found
+
+
+def save(found: Gathered, path: Path) -> None:
+    data = {name: {"error": str(f)} if isinstance(f, Exception) else {"text": f.text, "rc": f.rc}
+            for name, f in found.items()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def load(path: Path, cluster: Cluster) -> Gathered:
+    data = json.loads(path.read_text())
+    return {node.name: (FactsError(data[node.name]["error"]) if "error" in data[node.name]
+                        else NodeFacts(node, data[node.name]["text"], data[node.name]["rc"]))
+            for node in cluster.nodes if node.name in data}

@@ -16,6 +16,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from helpers import facts as facts_mod
 from helpers.paths import REPORTS
 from helpers.bootstrap.artifacts import ArtifactError
 from helpers.bootstrap.install import Bootstrap, BootstrapError
@@ -26,18 +27,13 @@ from helpers.ssh import Connection, SSHError
 
 CLUSTER_DIR = REPORTS / "cluster"
 STATE_FILE = CLUSTER_DIR / "state.json"
+FACTS_FILE = CLUSTER_DIR / "facts.json"   # every node's facts, gathered once per run
 CACHE_DIR = Path(os.environ.get("K8SCONF_CACHE", "/var/cache/k8s-coreos-conformance"))
 
 INFRASTRUCTURE_ERRORS = (ProviderError, SSHError, ArtifactError, BootstrapError, OSError)
 
 
 # One command on the master; each line `key=value`, `unknown` when a tool is missing.
-VERSIONS_COMMAND = (
-    "(. /etc/os-release; echo \"os=$PRETTY_NAME\"); echo \"kernel=$(uname -r)\"; "
-    "echo \"docker=$(docker version --format '{{.Server.Version}}' 2>/dev/null | head -n 1)\"; "
-    "echo \"etcd=$( { etcd --version || etcd2 --version || etcd -version; } 2>/dev/null "
-    "| head -n 1 | sed 's/^etcd[^0-9]*//')\""
-)
 VERSION_KEYS = {"os": "node_os", "kernel": "node_kernel", "docker": "docker_version",
                 "etcd": "etcd_version"}
 
@@ -128,7 +124,7 @@ class ClusterLifecycle:
         except INFRASTRUCTURE_ERRORS as exc:
             state["error"] = f"{type(exc).__name__}: {exc}"
         if self.cluster and not state.get("error"):
-            state["node_os"] = self._node_versions()
+            state["node_os"] = self._node_versions(self._gather_facts())
         state["steps"] = self.steps.as_dicts()
         write_state(state)
         return state
@@ -184,22 +180,33 @@ class ClusterLifecycle:
             result["units"] = install.rendered
             return result
 
-    def _node_versions(self) -> dict[str, str]:
-        """OS, kernel, Docker and etcd of the master, once per run, for the report's
-        environment; never fails the run (what cannot be read is 'unknown')."""
+    def _gather_facts(self) -> facts_mod.Gathered:
+        """What every check asserts on, gathered once for the whole run (and every xdist
+        worker): a node that cannot be read fails its own checks, not the run."""
+        FACTS_FILE.unlink(missing_ok=True)
+        with self.steps.step("gather facts for the checks (3 rounds, all nodes at once)"):
+            connections = connect_all(self.cluster, self.inventory,
+                                      CLUSTER_DIR / "accepted_host_keys")
+            try:
+                found = facts_mod.gather_cluster(self.cluster, connections,
+                                                 self.inventory.guide.values(),
+                                                 self.inventory.ssh.command_timeout)
+            finally:
+                for connection in connections.values():
+                    connection.close()
+            facts_mod.save(found, FACTS_FILE)
+        return found
+
+    def _node_versions(self, found: facts_mod.Gathered) -> dict[str, str]:
+        """OS, kernel, Docker and etcd of the master, for the report's environment; never
+        fails the run (what cannot be read is 'unknown')."""
         master = self.cluster.master
         versions = {"versions_from": master.name}
-        try:
-            with self.steps.step("record OS, kernel, Docker and etcd versions", master.name):
-                connection = connect_all(self.cluster, self.inventory,
-                                         CLUSTER_DIR / "accepted_host_keys")[master.name]
-                try:
-                    result = connection.run(VERSIONS_COMMAND, sudo=True, timeout=30)
-                finally:
-                    connection.close()
-        except INFRASTRUCTURE_ERRORS as exc:
-            return versions | {"versions_error": f"{type(exc).__name__}: {exc}"}
-        return versions | parse_versions(result.stdout)
+        facts = found.get(master.name)
+        if not isinstance(facts, facts_mod.NodeFacts):
+            return versions | {"versions_error": str(facts)}
+        return versions | parse_versions(facts.section("versions") + "\ndocker="
+                                         + facts.section("docker_version").strip())
 
     # -- tear down -----------------------------------------------------------------------
     def teardown(self) -> None:

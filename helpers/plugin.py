@@ -6,7 +6,6 @@ made; our own tests (tests/) load the plugin for its options and nothing else.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import filelock
@@ -14,13 +13,14 @@ import pytest
 
 from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
-from helpers import lifecycle, reporting
+from helpers import lifecycle, reporting, spec
 from helpers.providers import Cluster, ProviderUnavailable, provider_class
 from helpers.paths import REPORTS
 from helpers.summary import SUMMARY, SignOff
 
 SUITES = inventory_mod.ROOT / "suites"
 STATE_KEY = "k8sconf_state_file"
+FACTS_KEY = "k8sconf_facts_file"
 
 
 def pytest_addoption(parser):
@@ -109,6 +109,7 @@ class ConformanceRun:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node):
         node.workerinput[STATE_KEY] = str(lifecycle.STATE_FILE)
+        node.workerinput[FACTS_KEY] = str(lifecycle.FACTS_FILE)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
@@ -143,8 +144,14 @@ class ConformanceRun:
             return
         roles = {m.args[0] for m in metafunc.definition.iter_markers("role")}
         nodes = [n for n in self.inv.node_specs() if not roles or n.role in roles]
-        if "unit" in metafunc.fixturenames:
-            from helpers import spec
+        if "directive" in metafunc.fixturenames:
+            # only what the guide writes: a directive it leaves out is no check
+            triples = [(n.name, u.name, d) for n in nodes for u in spec.units_for(n.role)
+                       for d in spec.DEPENDENCY_DIRECTIVES if u.dependencies(d)]
+            metafunc.parametrize("node,unit,directive", triples, indirect=["node"],
+                                 ids=[f"{n}-{u.removesuffix('.service')}-{d}"
+                                      for n, u, d in triples])
+        elif "unit" in metafunc.fixturenames:
             pairs = [(n.name, u.name) for n in nodes for u in spec.units_for(n.role)]
             metafunc.parametrize("node,unit", pairs, indirect=["node"],
                                  ids=[f"{n}-{u.removesuffix('.service')}" for n, u in pairs])
@@ -156,9 +163,6 @@ class ConformanceRun:
         for item in items:
             callspec = getattr(item, "callspec", None)
             node = callspec.params.get("node") if callspec else None
-            if node:
-                # each node's checks on one xdist worker, so its facts are gathered once
-                item.add_marker(pytest.mark.xdist_group(node))
             features = [m.args[0] for m in item.iter_markers("allure_label")
                         if m.kwargs.get("label_type") == "feature" and m.args]
             # user_properties travel with the report from xdist workers to the controller
@@ -211,7 +215,9 @@ class ConformanceRun:
 
     @pytest.fixture(scope="session")
     def cluster_facts(self, cluster, connections) -> "FactsCache":
-        return FactsCache(cluster, connections, self.inv)
+        path = (Path(self.config.workerinput[FACTS_KEY]) if self.worker
+                else lifecycle.FACTS_FILE)
+        return FactsCache(cluster, connections, self.inv, path)
 
     @pytest.fixture
     def node(self, request, cluster):
@@ -229,34 +235,46 @@ class ConformanceRun:
 
 
 class FactsCache:
-    """Each node's facts, gathered for all nodes at once (in parallel) on first use."""
+    """Each node's facts, as the controller gathered them once for the run (the file
+    lifecycle.FACTS_FILE); gathered here only when that file is missing."""
 
-    def __init__(self, cluster: Cluster, connections, inventory):
+    def __init__(self, cluster: Cluster, connections, inventory, path: Path | None = None):
         self.cluster, self.connections, self.inventory = cluster, connections, inventory
-        self._facts: dict[str, facts_mod.NodeFacts | Exception] = {}
+        self.path = path
+        self._facts: facts_mod.Gathered | None = None
 
-    def _gather(self, name: str):
-        node = self.cluster.node(name)
+    def _all(self) -> facts_mod.Gathered:
+        if self._facts is None:
+            if self.path is not None and self.path.exists():
+                self._facts = facts_mod.load(self.path, self.cluster)
+            else:
+                self._facts = facts_mod.gather_cluster(
+                    self.cluster, self.connections, self.inventory.guide.values(),
+                    self.inventory.ssh.command_timeout)
+        return self._facts
+
+    def refresh(self, name: str, sections: tuple[str, ...]) -> None:
+        """Read these sections of one node again (an answer that may still change)."""
+        current = self.of(name)
         try:
-            return facts_mod.gather(self.connections[name], node, self.cluster,
-                                    self.inventory.guide.values(),
-                                    self.inventory.ssh.command_timeout)
-        except Exception as exc:  # reported by every check of that node
-            return exc
+            fresh = facts_mod.gather(self.connections[name], current.node, self.cluster,
+                                     self.inventory.guide.values(),
+                                     self.inventory.ssh.command_timeout, only=sections)
+        except facts_mod.FactsError as exc:
+            self._all()[name] = exc
+            return
+        for section in sections:
+            current.set(section, fresh.section(section), fresh.rc.get(section, -1))
 
-    def refresh(self, names: list[str] | None = None) -> None:
-        names = names or [n.name for n in self.cluster.nodes]
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            for name, result in zip(names, pool.map(self._gather, names)):
-                self._facts[name] = result
+    def readable(self) -> dict[str, facts_mod.NodeFacts]:
+        """The nodes that answered: an unreadable node's own checks report it, it must not
+        fail another node's check."""
+        return {name: found for name, found in self._all().items()
+                if isinstance(found, facts_mod.NodeFacts)}
 
     def of(self, name: str) -> facts_mod.NodeFacts:
-        if name not in self._facts:
-            self.refresh([n.name for n in self.cluster.nodes if n.name not in self._facts])
-        found = self._facts[name]
-        if isinstance(found, Exception):
-            pytest.fail(f"{name}: facts could not be gathered: {found}", pytrace=False)
+        found = self._all().get(name)
+        if not isinstance(found, facts_mod.NodeFacts):
+            reason = str(found).removeprefix(f"{name}: ") if found else "not gathered"
+            pytest.fail(f"{name}: facts could not be gathered: {reason}", pytrace=False)
         return found
-
-    def all(self) -> dict[str, facts_mod.NodeFacts]:
-        return {n.name: self.of(n.name) for n in self.cluster.nodes}

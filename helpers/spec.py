@@ -73,6 +73,9 @@ class Command:
         return " ".join(w.format(**values) for w in words)
 
 
+DEPENDENCY_DIRECTIVES = ("After", "Wants", "Requires")
+
+
 @dataclass(frozen=True)
 class Unit:
     name: str
@@ -98,6 +101,10 @@ class Unit:
 
     def runs_on(self, role: str) -> bool:
         return role in self.roles
+
+    def dependencies(self, directive: str) -> tuple[str, ...]:
+        """The units named by one of DEPENDENCY_DIRECTIVES ("After", "Wants", "Requires")."""
+        return getattr(self, directive.lower())
 
 
 ETCD = "etcd.service"

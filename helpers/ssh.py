@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
+def _brief(command: str, limit: int = 200) -> str:
+    """A command as a message quotes it: its first line, at most `limit` characters."""
+    first = command.strip().splitlines()[0] if command.strip() else ""
+    return first if len(first) <= limit and first == command.strip() else first[:limit] + " ..."
+
+
 class SSHError(Exception):
     """Reaching or talking to a node failed; str() names the node."""
 
@@ -56,7 +62,7 @@ class Result:
 
     def __str__(self) -> str:
         out = (self.stdout + self.stderr).strip()
-        return f"{self.node}: `{self.command}` exited {self.rc}" + (f": {out[-500:]}" if out else "")
+        return f"{self.node}: `{_brief(self.command)}` exited {self.rc}" + (f": {out[-500:]}" if out else "")
 
 
 def _key_from_line(line: str) -> paramiko.PKey:
@@ -203,11 +209,14 @@ class Connection:
 
     # -- running ----------------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, sudo: bool = False,
-            stdin: bytes | None = None, check: bool = False) -> Result:
-        """Run one command; an overrun raises CommandTimeout naming node and command."""
+            stdin: bytes | None = None, check: bool = False, label: str | None = None
+            ) -> Result:
+        """Run one command; an overrun raises CommandTimeout naming node and command (or
+        `label`, for a script too long to quote in a message)."""
         timeout = timeout or self.command_timeout
         started = time.monotonic()
-        rc, out, err = self._execute(command, timeout=timeout, sudo=sudo, stdin=stdin)
+        rc, out, err = self._execute(command, timeout=timeout, sudo=sudo, stdin=stdin,
+                                     label=label)
         result = Result(self.node.name, command, rc, out.decode(errors="replace"),
                         err.decode(errors="replace"), time.monotonic() - started)
         if check and not result.ok:
@@ -230,12 +239,14 @@ class Connection:
                 log.info("%s: session failed (%s); reconnecting", self.node.name, exc)
 
     def _execute(self, command: str | bytes, *, timeout: float, sudo: bool = False,
-                 stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+                 stdin: bytes | None = None, label: str | None = None
+                 ) -> tuple[int, bytes, bytes]:
         """Run command; returns (rc, raw stdout, raw stderr). Bounded by timeout."""
         if isinstance(command, bytes):  # as testinfra encoded it; sent verbatim
             wire, command = command, command.decode(errors="replace")
         else:
             wire = command
+        what = label or f"`{_brief(command)}`"
         if sudo:
             wire = b"sudo -n sh -c " + shlex.quote(_text(wire)).encode(errors="surrogateescape")
         deadline = time.monotonic() + timeout
@@ -259,14 +270,14 @@ class Connection:
                 return outcome
             except _Overrun:
                 _signal(channel, "KILL")  # best effort: do not leave the command running
-                raise CommandTimeout(f"{self.node.name}: `{command}` did not finish within "
+                raise CommandTimeout(f"{self.node.name}: {what} did not finish within "
                                      f"{timeout:g} s") from None
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 self.close()
                 if fired.is_set() or time.monotonic() >= deadline:
-                    raise CommandTimeout(f"{self.node.name}: `{command}` did not finish "
+                    raise CommandTimeout(f"{self.node.name}: {what} did not finish "
                                          f"within {timeout:g} s") from None
-                raise SSHError(f"{self.node.name}: `{command}` failed: the connection broke "
+                raise SSHError(f"{self.node.name}: {what} failed: the connection broke "
                                f"({exc or type(exc).__name__})") from None
             finally:
                 watchdog.cancel()

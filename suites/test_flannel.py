@@ -3,8 +3,6 @@ the network stored in etcd and writes it to /run/flannel/subnet.env."""
 import ipaddress
 import json
 
-import pytest
-
 from helpers import spec
 from helpers.checks import expect, guide_section
 from helpers.facts import as_int
@@ -65,21 +63,9 @@ def test_subnet_lies_in_the_network_stored_in_etcd(node, facts, inventory):
                      "etcd network config": facts.section("etcd_config")})
 
 
-def _readable(cluster, cluster_facts) -> dict:
-    """The facts of every node that answered; an unreachable node's own checks report it,
-    it must not fail this node's check."""
-    found = {}
-    for other in cluster.nodes:
-        try:
-            found[other.name] = cluster_facts.of(other.name)
-        except pytest.fail.Exception:
-            continue
-    return found
-
-
-def test_subnet_is_unique_across_nodes(node, facts, cluster, cluster_facts):
+def test_subnet_is_unique_across_nodes(node, facts, cluster_facts):
     mine = _subnet(facts)
-    others = _readable(cluster, cluster_facts)
+    others = cluster_facts.readable()
     shared = [other for other, f in others.items()
               if other != node.name and mine and _subnet(f)
               and _subnet(f).network == mine.network]

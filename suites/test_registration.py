@@ -32,7 +32,7 @@ def _eventually(read, wanted, node, cluster_facts):
     facts = cluster_facts.of(node.name)
     while read(facts) != wanted and time.monotonic() < deadline:
         time.sleep(3)
-        cluster_facts.refresh([node.name])
+        cluster_facts.refresh(node.name, ("kubecfg_minions", "api_minions"))
         facts = cluster_facts.of(node.name)
     return facts
 

@@ -13,7 +13,7 @@ from helpers.ssh import Connection
 from tests.sshd import sshd  # noqa: F401  (a fixture)
 
 
-def size(nodes, verify, baseline=None, serial=None, xdist=None, trips=3, proposed=None):
+def size(nodes, verify, baseline=None, serial=None, xdist=None, trips=3):
     row = {"nodes": nodes, "up_s": 2.5, "bootstrap_s": 15.0, "loadavg_start": [0.5, 0.4, 0.3],
            "verify": {"wall_s": verify, "round_trips_max": trips, "node_cpu_s": 4.0}}
     if baseline is not None:
@@ -23,8 +23,6 @@ def size(nodes, verify, baseline=None, serial=None, xdist=None, trips=3, propose
         row["pytest_serial"] = {"wall_s": serial, "round_trips_max": trips + 1}
     if xdist is not None:
         row["pytest_xdist"] = {"wall_s": xdist, "round_trips_max": 3 * trips}
-    if proposed is not None:
-        row["proposed"] = {"wall_s": proposed, "round_trips_max": 3}
     return row
 
 
@@ -154,13 +152,6 @@ def test_parse_pytest_summary():
     assert benchmark.parse_pytest_summary("no summary") == {}
 
 
-def test_probe_address_and_proposed_probe_output_shape():
-    assert benchmark.probe_address(
-        "1450\n7: eth0    inet 10.100.18.2/24 brd 10.100.18.255 scope global eth0") == \
-        "10.100.18.2"
-    assert benchmark.probe_address("Error: no such container") == ""
-
-
 def test_summarize_runs_reports_the_median_run_and_the_spread():
     runs = [{"wall_s": 3.0, "round_trips_max": 4}, {"wall_s": 2.0, "round_trips_max": 4},
             {"wall_s": 9.0, "round_trips_max": 5}]
@@ -210,7 +201,7 @@ def test_targets_not_measured_are_none():
 
 
 def test_report_writes_json_with_targets(tmp_path):
-    payload = {"sizes": [size(3, 3.0, baseline=30.0, proposed=2.0)], "cpus": 2}
+    payload = {"sizes": [size(3, 3.0, baseline=30.0)], "cpus": 2}
     text = benchmark.report(payload, tmp_path)
     written = json.loads((tmp_path / "benchmark.json").read_text())
     assert written["sizes"][0]["speedup"] == 10.0

@@ -14,7 +14,8 @@ import pytest
 
 from helpers import reporting
 from helpers.inventory import ROOT
-from helpers.lifecycle import VERSIONS_COMMAND, parse_versions
+from helpers.facts import VERSIONS_COMMAND
+from helpers.lifecycle import parse_versions
 
 TOKEN = "dop_v1_" + "0123456789abcdef" * 4
 KEY = """-----BEGIN OPENSSH PRIVATE KEY-----
@@ -214,7 +215,8 @@ def test_parse_versions():
 
 
 def test_versions_command_runs_here_and_reports_every_key():
-    """The one command the master runs, run on this machine (sh, like the node's sudo)."""
+    """The master's `versions` facts section, run on this machine (sh, like the node's
+    sudo); Docker's version comes from the docker_version section."""
     done = subprocess.run(["sh", "-c", VERSIONS_COMMAND], capture_output=True, text=True,
                           timeout=30)
     versions = parse_versions(done.stdout)

@@ -1,7 +1,6 @@
 """Bad input, property-based (issue 10): generated inventories and garbage node answers
 give a clear error or a failed check, never a traceback from our code."""
 import inspect
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -13,8 +12,8 @@ from helpers import facts as facts_mod
 from helpers import inventory as inv
 from helpers.checks import CheckFailed
 from helpers.providers.base import Cluster, Node
-from suites import (test_advisories, test_apiserver, test_binaries, test_docker, test_etcd,
-                    test_flannel, test_kubelet, test_registration, test_units)
+from suites import (test_advisories, test_apiserver, test_binaries, test_dataplane, test_docker,
+                    test_etcd, test_flannel, test_kubelet, test_registration, test_units)
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -67,14 +66,17 @@ garbage_text = st.one_of(
                      "{\"node\": {\"value\": \"{\\\"Network\\\": 7}\"}}\n200",
                      "{\"node\": {\"nodes\": [{\"key\": 1}]}}\n200",
                      "Minion identifier\n----------\n10.120.0.1", "[{\"Options\": null}]",
-                     "deadbeef  flannel", "a b c d e f g"]))
+                     "deadbeef  flannel", "a b c d e f g",
+                     "1450\n5: eth0    inet 10.100.9.2/24 scope global eth0",
+                     "coreos-2 10.100.9.2 ok\ncoreos-1 x FAILED", "LISTEN 0 5 *:8080 *:* pid=x"]))
 SECTIONS = ["boot_id", "environment", "unit_files", "show", "wants", "failed", "journal",
             "subnet_env", "ip_addr", "listen", "docker_version", "docker_network",
             "probe_container", "binaries", "etcd_config", "etcd_subnets", "etcd_health",
             "etcd_members", "kubelet_health", "local_api", "api_minions", "kubecfg_minions",
             "kubecfg_version", "api_on_public", "api_on_private",
             "kubelet_from_master coreos-1", "kubelet_from_master coreos-2",
-            "kubelet_public coreos-1", "kubelet_public coreos-2"]
+            "kubelet_public coreos-1", "kubelet_public coreos-2", "pings", "ip_route",
+            "versions"]
 answers = st.fixed_dictionaries({name: garbage_text for name in SECTIONS})
 codes = st.dictionaries(st.sampled_from(SECTIONS), st.integers(-1, 255))
 
@@ -86,15 +88,16 @@ class FakeCache:
     def of(self, name):
         return self.facts[name]
 
-    def all(self):
+    def readable(self):
         return dict(self.facts)
 
-    def refresh(self, names=None):
+    def refresh(self, name, sections):
         pass
 
 
 CHECKS = [fn for module in (test_units, test_flannel, test_docker, test_apiserver, test_kubelet,
-                            test_registration, test_etcd, test_binaries, test_advisories)
+                            test_registration, test_etcd, test_binaries, test_advisories,
+                            test_dataplane)
           for name, fn in vars(module).items()
           if name.startswith("test_") and inspect.isfunction(fn)]
 

@@ -4,12 +4,12 @@ nothing of the cluster is left, the exit code is non-zero, and the report holds 
 import json
 import os
 import signal
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.slow_checks import checks_started
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -18,9 +18,18 @@ PHASES = {
     # each: what shows that the phase is under way
     "provisioning": lambda run: bool(leftovers(PREFIX)),
     "bootstrap": lambda run: run.saw("create local cluster"),
-    # a module's progress line ends when the next module starts: some checks have run
-    "checks": lambda run: run.saw("suites/test_apiserver.py"),
+    # the checks are slowed down (slow_checks) and log as they start: some have run
+    "checks": lambda run: checks_started(run.check_log) >= 10,
 }
+
+
+def slow_run(tmp_path, *args: str) -> SuiteRun:
+    """A run whose checks take a quarter second each (tests/e2e/slow_checks.py)."""
+    log = tmp_path / "checks-started"
+    run = SuiteRun(inventory_file(tmp_path, PREFIX, 32), tmp_path / "reports",
+                   "-p", "tests.e2e.slow_checks", *args, env={"K8SCONF_CHECK_LOG": str(log)})
+    run.check_log = log
+    return run
 
 
 def junit_cases(path: Path) -> int:
@@ -31,7 +40,7 @@ def junit_cases(path: Path) -> int:
 @pytest.mark.parametrize("phase", list(PHASES))
 def test_interrupted_run_leaves_no_cluster(tmp_path, phase, sig):
     reports = tmp_path / "reports"
-    run = SuiteRun(inventory_file(tmp_path, PREFIX, 32), reports)
+    run = slow_run(tmp_path)
     try:
         run.wait_for(lambda: PHASES[phase](run), f"the {phase} phase", timeout=180)
         run.signal(sig)
@@ -64,11 +73,9 @@ def _children(pid: int) -> list[int]:
 
 def test_killed_xdist_worker_fails_the_run_and_leaves_no_cluster(tmp_path):
     reports = tmp_path / "reports"
-    run = SuiteRun(inventory_file(tmp_path, PREFIX, 32), reports, "-n", "2")
+    run = slow_run(tmp_path, "-n", "2")
     try:
-        run.wait_for(lambda: run.saw("probe image for the checks") and len(_children(run.process.pid)) >= 2,
-                     "the workers", timeout=180)
-        time.sleep(4)
+        run.wait_for(lambda: checks_started(run.check_log) >= 10, "the checks", timeout=180)
         os.kill(_children(run.process.pid)[0], signal.SIGKILL)  # a worker: a child of our pytest
         code = run.wait(240)
     finally:

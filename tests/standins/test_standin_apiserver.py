@@ -2,6 +2,7 @@
 import json
 import signal
 import socket
+import subprocess
 
 import pytest
 
@@ -105,3 +106,13 @@ def test_busy_port_exits_1(tools):
 def test_signal_exits_0(etcd, apiserver, sig):
     assert apiserver.proc.stop(sig) == 0
     assert "Received %s, exiting" % sig.name in apiserver.proc.log()
+
+
+def test_port_0_disables_the_insecure_port(etcd, spawn):
+    """Like the real --insecure-port=0: the process runs and listens nowhere."""
+    proc = spawn("kube-apiserver", "-address=127.0.0.1", "-port=0",
+                 "-etcd_servers=" + etcd.url, "-portal_net=10.100.0.0/16")
+    proc.wait_log(r"the insecure port is disabled")
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    assert f"pid={proc.pid}," not in listening
+    assert proc.stop() == 0

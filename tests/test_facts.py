@@ -1,0 +1,151 @@
+"""helpers/facts.py without a cluster: the start-order rule, the probe and ping answers,
+the sockets' owners, the JSON hand-over to xdist workers, and what a node that cannot
+be read gives (against a loopback sshd, tests/sshd.py)."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import facts as facts_mod
+from helpers import spec
+from helpers.providers.base import Cluster, Node
+from helpers.ssh import Connection
+from tests.sshd import sshd  # noqa: F401  (a fixture)
+
+MASTER = Node("coreos-1", "master", "192.168.2.1", "10.120.0.1", "192.168.2.1")
+MINION = Node("coreos-2", "minion", "192.168.2.2", "10.120.0.2", "192.168.2.2")
+CLUSTER = Cluster("local", [MASTER, MINION], "core", "/nonexistent/key")
+SECOND = 1_000_000
+
+
+def show(**units: tuple[float, float, float]) -> dict[str, dict[str, str]]:
+    """{unit: (started, last went inactive, became active)} in seconds -> parsed props."""
+    return {f"{name}.service": {
+        "InactiveExitTimestampMonotonic": str(int(started * SECOND)),
+        "InactiveEnterTimestampMonotonic": str(int(down * SECOND)),
+        "ActiveEnterTimestampMonotonic": str(int(up * SECOND))}
+        for name, (started, down, up) in units.items()}
+
+
+BOOT = dict(etcd=(1.0, 0, 1.2), flannel=(1.3, 0, 1.4), docker=(1.5, 0, 2.0),
+            kubelet=(2.1, 0, 2.2), proxy=(2.1, 0, 2.2), scheduler=(2.1, 0, 2.2))
+
+
+def test_the_guides_boot_order_has_no_violation():
+    assert facts_mod.start_order_violations(spec.MINION, show(**BOOT)) == []
+
+
+def test_a_unit_started_before_its_dependency_was_active_is_a_violation():
+    units = show(**{**BOOT, "docker": (1.35, 0, 1.6)})   # flannel active only at 1.4 s
+    assert facts_mod.start_order_violations(spec.MINION, units) == [
+        "docker started at 1.35s while flannel.service was not active (active only at 1.40s)"]
+
+
+def test_a_dependency_restarted_later_alone_is_no_violation():
+    """`systemctl restart docker` at 100 s: kubelet (started at 2.1 s) ran against the
+    earlier docker, which was active then. The rule before this one flagged it."""
+    units = show(**{**BOOT, "docker": (100.0, 99.9, 100.5)})
+    assert facts_mod.start_order_violations(spec.MINION, units) == []
+
+
+def test_a_unit_started_while_its_restarted_dependency_was_down_is_a_violation():
+    units = show(**{**BOOT, "docker": (100.0, 99.9, 100.5), "kubelet": (100.2, 99.0, 100.3)})
+    assert [v.split()[0] for v in facts_mod.start_order_violations(spec.MINION, units)] == [
+        "kubelet"]
+
+
+def test_a_unit_that_never_started_or_a_dependency_never_active_is_left_to_other_checks():
+    units = show(**{**BOOT, "flannel": (0, 0, 0)})
+    units["docker.service"]["ActiveEnterTimestampMonotonic"] = "0"
+    assert facts_mod.start_order_violations(spec.MINION, units) == []
+
+
+# -- answers ------------------------------------------------------------------------------
+def facts(**sections: str) -> facts_mod.NodeFacts:
+    return facts_mod.NodeFacts(MINION, dict(sections), {name: 0 for name in sections})
+
+
+def test_probe_address_is_read_from_the_containers_eth0():
+    found = facts(probe_container="1450\n7: eth0    inet 10.100.18.2/24 brd 10.100.18.255 "
+                                  "scope global eth0\npid 4242")
+    assert found.probe_address() == "10.100.18.2" and found.probe_pid() == "4242"
+    assert facts(probe_container="Error: No such image: busybox").probe_address() == ""
+    assert facts(probe_container="Error: No such image: busybox").probe_pid() == ""
+    failed = facts(probe_container="1450\n7: eth0 inet 10.100.18.2/24")
+    failed.rc["probe_container"] = 125
+    assert failed.probe_address() == ""
+
+
+def test_pings_are_read_per_node_and_garbage_is_ignored():
+    found = facts(pings="coreos-1 10.100.1.2 ok\ncoreos-3 10.100.3.2 FAILED\nnoise\n"
+                        "coreos-4 x maybe")
+    assert found.pings() == {"coreos-1": True, "coreos-3": False}
+
+
+def test_ping_script_pings_every_target_at_once_from_the_probes_namespace():
+    script = facts_mod.ping_script("4242", {"coreos-1": "10.100.1.2", "coreos-3": "10.100.3.2"})
+    assert script.startswith("nsenter -n -t 4242 sh -c ")
+    assert script.count("ping -c 1 -W 2") == 2 and script.count(") &") == 2
+    assert script.rstrip("'").endswith("wait")
+
+
+def test_listening_processes_names_each_sockets_pid():
+    found = facts(listen='LISTEN 0 5 127.0.0.1:8080 0.0.0.0:* users:(("python3",pid=141,fd=3))\n'
+                         "LISTEN 0 4096 10.120.0.1:10250 0.0.0.0:*\nshort line")
+    assert found.listening_processes() == {"127.0.0.1:8080": "141", "10.120.0.1:10250": ""}
+
+
+def test_the_probe_section_is_in_the_script_only_with_a_probe_name():
+    guide = {"etcd_endpoint": "http://127.0.0.1:4001", "apiserver_address": "127.0.0.1",
+             "apiserver_port": 8080, "kubelet_port": 10250}
+    assert "probe_container" not in facts_mod.script(MINION, CLUSTER, guide)
+    with_probe = facts_mod.script(MINION, CLUSTER, guide, probe="k8sconf-probe-abc")
+    assert f"sleep {facts_mod.PROBE_LIFETIME}" in with_probe and "nsenter -n -t" in with_probe
+    only = facts_mod.script(MASTER, CLUSTER, guide, only=("api_minions",))
+    assert only.count(facts_mod.MARK) == 2 and "/api/v1beta1/minions" in only
+
+
+# -- the hand-over to xdist workers -------------------------------------------------------------
+def test_save_and_load_keep_sections_codes_and_errors(tmp_path):
+    gathered = {"coreos-1": facts_mod.NodeFacts(MASTER, {"boot_id": "b"}, {"boot_id": 0}),
+                "coreos-2": facts_mod.FactsError("coreos-2: the facts script did not finish "
+                                                 "within 10 s")}
+    path = tmp_path / "facts.json"
+    facts_mod.save(gathered, path)
+    loaded = facts_mod.load(path, CLUSTER)
+    assert loaded["coreos-1"].text == {"boot_id": "b"} and loaded["coreos-1"].rc == {"boot_id": 0}
+    assert loaded["coreos-1"].node == MASTER
+    assert isinstance(loaded["coreos-2"], facts_mod.FactsError)
+    assert "did not finish within 10 s" in str(loaded["coreos-2"])
+
+
+# -- a node that cannot be read -------------------------------------------------------------------
+GUIDE = {"etcd_endpoint": "http://127.0.0.1:1", "apiserver_address": "127.0.0.1",
+         "apiserver_port": 1, "kubelet_port": 1}
+
+
+def test_a_hung_node_gives_a_short_timeout_message_not_the_script(sshd, monkeypatch):  # noqa: F811
+    node = sshd.node()
+    monkeypatch.setattr(facts_mod, "_sections", lambda *a, **k: {"boot_id": "sleep 30"})
+    connection = Connection(node, sshd.user, sshd.client_key, connect_timeout=5,
+                            command_timeout=20)
+    try:
+        with pytest.raises(facts_mod.FactsError) as raised:
+            facts_mod.gather(connection, node, Cluster("static", [node], sshd.user, str(sshd.client_key)),
+                             GUIDE, timeout=1.5)
+    finally:
+        sshd.kill_leftovers()
+        connection.close()
+    assert str(raised.value) == f"{node.name}: the facts script did not finish within 1.5 s"
+
+
+def test_a_node_that_answers_no_section_is_a_facts_error(sshd, monkeypatch):  # noqa: F811
+    node = sshd.node()
+    monkeypatch.setattr(facts_mod, "script", lambda *a, **k: "echo not a facts script; exit 3")
+    connection = Connection(node, sshd.user, sshd.client_key, connect_timeout=5,
+                            command_timeout=20)
+    try:
+        with pytest.raises(facts_mod.FactsError, match=r"answered no section \(exit 3\)"):
+            facts_mod.gather(connection, node, Cluster("static", [node], sshd.user, str(sshd.client_key)),
+                             GUIDE, timeout=10)
+    finally:
+        connection.close()
