@@ -105,6 +105,7 @@ CHECKS = [fn for module in (test_units, test_flannel, test_docker, test_apiserve
 def arguments(fn, node, facts, cache):
     values = {"node": node, "facts": facts, "inventory": INVENTORY, "cluster": CLUSTER,
               "cluster_facts": cache, "master_facts": cache.of("coreos-1"),
+              "registration_deadline": 0.0,
               "run_state": {"bootstrap": {"checksums": {"flannel": "0" * 64}}},
               "unit": "flannel.service", "directive": "After", "side": "public",
               "request": SimpleNamespace(applymarker=lambda mark: None)}
@@ -113,7 +114,6 @@ def arguments(fn, node, facts, cache):
 
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch):
-    monkeypatch.setattr(test_registration, "DEADLINE", 0)
     monkeypatch.setattr(test_registration.time, "sleep", lambda s: None)
 
 

@@ -727,9 +727,10 @@ def _faults() -> list[Fault]:
         [t("test_flannel_config_written_without_the_etcd_v2_api", M)], [M])
 
     add("advisory-insecure-port-fixed", "apiserver drop-in: -port=0 (no insecure port, the "
-        "CIS fix; the guide's API on 127.0.0.1:8080 is gone with it)",
-        drop_in(M, spec.APISERVER, lambda lab: exec_start(lab, M, spec.APISERVER, port="0"),
-                restart=True),
+        "CIS fix; the guide's API on 127.0.0.1:8080 is gone with it, and so is the "
+        "ExecStartPost loop that waits for it)",
+        drop_in(M, spec.APISERVER, lambda lab: "ExecStartPost=\n" + exec_start(
+            lab, M, spec.APISERVER, port="0"), restart=True),
         [t("test_api_server_serves_no_insecure_port", M),
          t("test_api_server_answers_on_loopback", M), t("test_kubecfg_lists_every_node", M),
          t("test_api_lists_every_node", M),
