@@ -22,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers.providers.processes import session_members
+
 CHROMIUM = "/usr/bin/chromium"
 # Required for every Chromium we start: no sandbox (root), no network beyond loopback.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -56,21 +58,6 @@ def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(grace)
-
-
-def session_members(session: int) -> list[int]:
-    """Pids of the processes in a session (the one a process we started leads)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[3]) == session and fields[0] != "Z":
-                found.append(int(proc.name))
-    return found
 
 
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy

@@ -15,7 +15,8 @@ from tests.sshd import sshd  # noqa: F401  (a fixture)
 
 def size(nodes, verify, baseline=None, serial=None, xdist=None, trips=3):
     row = {"nodes": nodes, "up_s": 2.5, "bootstrap_s": 15.0, "loadavg_start": [0.5, 0.4, 0.3],
-           "verify": {"wall_s": verify, "round_trips_max": trips, "node_cpu_s": 4.0}}
+           "verify": {"wall_s": verify, "round_trips_max": trips, "node_cpu_s": 4.0 * nodes,
+                      "cpu_floor_s": 2.0 * nodes}}
     if baseline is not None:
         row["baseline"] = {"wall_s": baseline, "round_trips_max": 160}
         row["speedup"] = benchmark.ratio(baseline, verify)
@@ -189,8 +190,16 @@ def test_targets_met_and_missed():
     assert targets["12 nodes / 3 nodes wall < 2 (in-process)"]["value"] == 2.25
     assert targets["12 nodes / 3 nodes wall < 2 (in-process)"]["met"] is False
     assert targets["12 nodes / 3 nodes wall < 2 (pytest -n 3)"]["met"] is True
+    floor = "for comparison: 12 / 3 nodes of the nodes' CPU floor (node CPU seconds / cores)"
+    assert targets[floor]["value"] == 4.0 and targets[floor]["met"] == "info"
     text = benchmark.format_targets(list(targets.values()))
-    assert "MISSED" in text and "MET" in text
+    assert "MISSED" in text and "MET" in text and "info" in text
+
+
+def test_cpu_floor_divides_the_nodes_cpu_by_this_machines_cores(monkeypatch):
+    monkeypatch.setattr(benchmark.os, "cpu_count", lambda: 4)
+    assert benchmark.cpu_floor(10.0) == 2.5
+    assert benchmark.cpu_floor(None) is None
 
 
 def test_targets_not_measured_are_none():

@@ -25,3 +25,24 @@ def kill(pid: int | None, marker: str, sig: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def _stats():
+    """(pid, fields after the command name) of every process; a vanished one is skipped."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                yield int(proc.name), (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    return [child for child, fields in _stats() if int(fields[1]) == pid and fields[0] != "Z"]
+
+
+def session_members(session: int) -> list[int]:
+    """The live processes of a session (the one a process we started leads)."""
+    return [member for member, fields in _stats()
+            if int(fields[3]) == session and fields[0] != "Z"]

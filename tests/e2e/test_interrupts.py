@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.providers.processes import children
 from tests.e2e.slow_checks import checks_started
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
 
@@ -58,25 +59,12 @@ def test_interrupted_run_leaves_no_cluster(tmp_path, phase, sig):
         assert list((reports / "allure-results").glob("*-result.json"))
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(proc.name))
-    return found
-
-
 def test_killed_xdist_worker_fails_the_run_and_leaves_no_cluster(tmp_path):
     reports = tmp_path / "reports"
     run = slow_run(tmp_path, "-n", "2")
     try:
         run.wait_for(lambda: checks_started(run.check_log) >= 10, "the checks", timeout=180)
-        os.kill(_children(run.process.pid)[0], signal.SIGKILL)  # a worker: a child of our pytest
+        os.kill(children(run.process.pid)[0], signal.SIGKILL)  # a worker: a child of our pytest
         code = run.wait(240)
     finally:
         run.kill()

@@ -29,6 +29,7 @@ import pytest
 
 from helpers import inventory as inventory_mod
 from helpers import report_check
+from helpers.providers.processes import session_members
 from helpers.inventory import ROOT
 from helpers.providers.local import LocalProvider
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
@@ -329,7 +330,7 @@ def test_nothing_is_left_running(runs, scratch):
         assert run.page["browser_exit"] is not None
         assert not Path(run.page["profile"]).exists()
         # Chromium ran in a session of its own: nothing of that session is left
-        assert report_check.session_members(run.page["browser_pid"]) == [], "chromium left"
+        assert session_members(run.page["browser_pid"]) == [], "chromium left"
         assert [pid for pid, cmd in processes if run.page["profile"].encode() in cmd] == []
     servers = [pid for pid, cmd in processes
                if b"http.server" in cmd and str(scratch).encode() in cmd]
