@@ -52,7 +52,7 @@ from pathlib import Path
 from helpers.inventory import Inventory, LocalSettings
 from helpers.providers import netns
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
-from helpers.providers.processes import alive, kill
+from helpers.providers.processes import alive, kill, read_pid, read_text
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class LocalProvider(Provider):
 
     def attach(self, cluster: Cluster) -> Cluster:
         for name, info in cluster.state.get("nodes", {}).items():
-            if not alive(_read_pid(Path(info["dir"]) / "supervisor.pid"), SUPERVISOR_NAME):
+            if not alive(read_pid(Path(info["dir"]) / "supervisor.pid"), SUPERVISOR_NAME):
                 raise ProviderError(f"local provider: node {name} of the recorded cluster "
                                     "is not running (its supervisor is gone)")
         return cluster
@@ -227,7 +227,7 @@ class LocalProvider(Provider):
                  "run_dir": str(self.run_dir),
                  "bridges": list(netns.bridge_names(self.prefix)),
                  "nodes": {p.name: {"dir": str(p.dir), "machine": p.machine,
-                                    "supervisor_pid": _read_pid(p.dir / "supervisor.pid")}
+                                    "supervisor_pid": read_pid(p.dir / "supervisor.pid")}
                            for p in plans}}
         return Cluster(self.name, nodes, ssh_user=self.inventory.ssh.user, ssh_key=str(key),
                        state=state)
@@ -309,7 +309,7 @@ class LocalProvider(Provider):
                            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                            env=env, check=True)
         deadline = time.monotonic() + 10
-        while _read_pid(plan.dir / "supervisor.pid") is None:
+        while read_pid(plan.dir / "supervisor.pid") is None:
             if time.monotonic() > deadline:
                 raise ProviderError(f"local provider: supervisor of {plan.name} did not start "
                                     f"(see {log_path})")
@@ -398,7 +398,7 @@ def _connect_when_up(cluster: Cluster, node: Node, node_dir: Path, deadline: flo
                 raise ProviderError(f"local provider: stopped waiting for {node.name}") from None
             if time.monotonic() > deadline:
                 raise ProviderError(f"local provider: {exc} (console: {console})") from None
-            if not alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME):
+            if not alive(read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME):
                 raise ProviderError(f"local provider: node {node.name} exited while booting "
                                     f"(console: {console})") from None
         stop.wait(0.5)
@@ -485,13 +485,6 @@ def _user_ids(root: Path, user: str) -> tuple[int, int]:
 def _host_ip(network: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     """The host's own address on a node network: the last usable one (.254 in a /24)."""
     return network.broadcast_address - 1
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 # -- cgroups ----------------------------------------------------------------------------
@@ -583,23 +576,16 @@ def _our_node_dirs(prefix: str, work_dir: Path) -> list[Path]:
     if not work_dir.is_dir():
         return []
     return sorted(d for d in work_dir.glob(f"{prefix}-*")
-                  if d.is_dir() and _read_text(d / "prefix") == prefix)
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+                  if d.is_dir() and read_text(d / "prefix") == prefix)
 
 
 def _signal_node(node_dir: Path, sig: int) -> None:
     """SIGTERM the supervisor (it forwards to nspawn, which powers the node off)."""
-    supervisor = _read_pid(node_dir / "supervisor.pid")
+    supervisor = read_pid(node_dir / "supervisor.pid")
     if alive(supervisor, SUPERVISOR_NAME):
         kill(supervisor, SUPERVISOR_NAME, sig)
     else:
-        kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", sig)
+        kill(read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", sig)
 
 
 def _kill_unit_processes(node_dir: Path, unit: str) -> None:
@@ -619,8 +605,8 @@ def _kill_unit_processes(node_dir: Path, unit: str) -> None:
 
 
 def _node_running(node_dir: Path) -> bool:
-    return (alive(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME)
-            or alive(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn")
+    return (alive(read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME)
+            or alive(read_pid(node_dir / "nspawn.pid"), "systemd-nspawn")
             or bool(_cgroup_pids(_recorded_cgroups(node_dir))))
 
 
@@ -636,8 +622,8 @@ def _kill_node(node_dir: Path) -> None:
     if not _node_running(node_dir):
         return
     log.warning("local provider: %s did not power off in time; killing it", node_dir.name)
-    kill(_read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME, signal.SIGKILL)
-    kill(_read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", signal.SIGKILL)
+    kill(read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME, signal.SIGKILL)
+    kill(read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", signal.SIGKILL)
     cgroups = _recorded_cgroups(node_dir)
     deadline = time.monotonic() + 10
     while (pids := _cgroup_pids(cgroups)) and time.monotonic() < deadline:
@@ -659,7 +645,7 @@ def _remove_node_dir(node_dir: Path) -> None:
     # nspawn cannot clean its runtime files under a /run that is not tmpfs, nor after a kill.
     machine = node_dir.name
     shutil.rmtree(NSPAWN_RUNTIME / "propagate" / machine, ignore_errors=True)
-    lock = _read_text(node_dir / "nspawn-lock")
+    lock = read_text(node_dir / "nspawn-lock")
     if lock:
         (NSPAWN_RUNTIME / "locks" / lock).unlink(missing_ok=True)
     netns.safe_rmtree(node_dir)

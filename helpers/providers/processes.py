@@ -19,6 +19,21 @@ def alive(pid: int | None, marker: str) -> bool:
     return state != "Z" and marker in cmdline
 
 
+def read_pid(path: Path) -> int | None:
+    """The pid a pid file holds; None when there is none (yet) or it is garbled."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
 def kill(pid: int | None, marker: str, sig: int) -> None:
     if alive(pid, marker):
         try:

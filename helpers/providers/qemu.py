@@ -84,7 +84,7 @@ from typing import Callable
 from helpers.bootstrap import userdata
 from helpers.inventory import Inventory, QemuSettings
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
-from helpers.providers.processes import alive, kill
+from helpers.providers.processes import alive, kill, read_pid, read_text
 from helpers.providers.qemu_image import create_overlay, ensure_image, image_format
 
 log = logging.getLogger(__name__)
@@ -504,7 +504,7 @@ class QemuProvider(Provider):
     def attach(self, cluster: Cluster) -> Cluster:
         for name, info in cluster.state.get("nodes", {}).items():
             node_dir = Path(info["dir"])
-            if not alive(_read_pid(node_dir / "qemu.pid"), str(node_dir)):
+            if not alive(read_pid(node_dir / "qemu.pid"), str(node_dir)):
                 raise ProviderError(f"qemu: VM {name} of the recorded cluster is not running "
                                     f"(no QEMU process for {node_dir})")
         return cluster
@@ -519,7 +519,7 @@ class QemuProvider(Provider):
         from helpers import ssh
         info = cluster.state["nodes"][node.name]
         node_dir, console = Path(info["dir"]), Path(info["console"])
-        if not alive(_read_pid(node_dir / "qemu.pid"), str(node_dir)):
+        if not alive(read_pid(node_dir / "qemu.pid"), str(node_dir)):
             raise ProviderError(f"qemu: cannot reboot {node.name}: its QEMU process is gone "
                                 f"({_console_tail(console)})")
         settings = self.inventory.ssh
@@ -664,7 +664,7 @@ class QemuProvider(Provider):
             message = " ".join(errors.read_text(errors="replace").split())[:300]
             raise ProviderError(f"qemu: QEMU for {plan.name} failed to start (status "
                                 f"{proc.returncode}): {message or 'no message'}")
-        pid = _read_pid(plan.pid_file)
+        pid = read_pid(plan.pid_file)
         if not alive(pid, str(plan.dir)):
             raise ProviderError(f"qemu: QEMU for {plan.name} exited right after starting "
                                 f"({_console_tail(plan.console)})")
@@ -676,7 +676,7 @@ class QemuProvider(Provider):
         state = {"prefix": self.prefix, "work_dir": str(self.settings.work_dir),
                  "run_dir": str(self.run_dir), "accel": self.verdict.accel,
                  "accel_reason": self.verdict.reason,
-                 "nodes": {p.name: {"dir": str(p.dir), "pid": _read_pid(p.pid_file),
+                 "nodes": {p.name: {"dir": str(p.dir), "pid": read_pid(p.pid_file),
                                     "console": str(p.console), "ssh_port": p.ssh_port}
                            for p in plans}}
         return Cluster(self.name, nodes, ssh_user=self.inventory.ssh.user,
@@ -699,7 +699,7 @@ class QemuProvider(Provider):
         from helpers.ssh import Connection, HostKeyRejected, SSHError
         started, last = time.monotonic(), "no attempt"
         while True:
-            if not alive(_read_pid(plan.pid_file), str(plan.dir)):
+            if not alive(read_pid(plan.pid_file), str(plan.dir)):
                 raise ProviderError(f"qemu: {node.name}: QEMU exited while booting "
                                     f"({_console_tail(plan.console)})")
             remaining = deadline - time.monotonic()
@@ -748,18 +748,18 @@ class QemuProvider(Provider):
         if not dirs:
             return
         for d in dirs:
-            kill(_read_pid(d / "qemu.pid"), str(d), signal.SIGTERM)
+            kill(read_pid(d / "qemu.pid"), str(d), signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while any(alive(_read_pid(d / "qemu.pid"), str(d)) for d in dirs) \
+        while any(alive(read_pid(d / "qemu.pid"), str(d)) for d in dirs) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
         for d in dirs:
-            pid = _read_pid(d / "qemu.pid")
+            pid = read_pid(d / "qemu.pid")
             if alive(pid, str(d)):
                 log.warning("qemu: %s did not stop on SIGTERM; killing it", d.name)
                 kill(pid, str(d), signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while (running := [d for d in dirs if alive(_read_pid(d / "qemu.pid"), str(d))]) \
+        while (running := [d for d in dirs if alive(read_pid(d / "qemu.pid"), str(d))]) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
         if running:
@@ -783,7 +783,7 @@ def find_leftovers(prefix: str, work_dir: Path) -> list[Path]:
     if not work_dir.is_dir():
         return []
     return sorted(d for d in work_dir.glob(f"{prefix}-*")
-                  if d.is_dir() and _read_text(d / "prefix") == prefix)
+                  if d.is_dir() and read_text(d / "prefix") == prefix)
 
 
 def qmp_command(sock_path: Path, command: str, timeout: float = 10) -> dict:
@@ -825,20 +825,6 @@ def _mem_available_mb() -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
 
 
 def _read_tail(path: Path, size: int) -> str:
