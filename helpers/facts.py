@@ -424,6 +424,8 @@ def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -
             return gather(connections[name], nodes[name], cluster, guide, timeout, probe)
         except FactsError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - one unreadable node fails its checks only
+            return FactsError(f"{name}: {type(exc).__name__}: {exc}")
 
     found: Gathered = each(facts_of, list(nodes))
     readable = {n: f for n, f in found.items() if isinstance(f, NodeFacts)}

@@ -3,6 +3,8 @@ the sockets' owners, the JSON hand-over to xdist workers, and what a node that c
 be read gives (against a loopback sshd, tests/sshd.py)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from helpers import facts as facts_mod
@@ -149,3 +151,20 @@ def test_a_node_that_answers_no_section_is_a_facts_error(sshd, monkeypatch):  # 
                              GUIDE, timeout=10)
     finally:
         connection.close()
+
+
+def test_an_unexpected_error_reading_one_node_fails_that_node_only(monkeypatch):
+    class Broken:
+        def run(self, *args, **kwargs):
+            raise OSError("network is unreachable")
+
+    class Answering:
+        def run(self, command, **kwargs):
+            return SimpleNamespace(stdout=f"{facts_mod.MARK}boot_id\nb\n{facts_mod.MARK}rc 0\n",
+                                   stderr="", rc=0)
+
+    found = facts_mod.gather_cluster(CLUSTER, {"coreos-1": Answering(), "coreos-2": Broken()},
+                                     GUIDE, timeout=5)
+    assert found["coreos-1"].section("boot_id") == "b"
+    assert isinstance(found["coreos-2"], facts_mod.FactsError)
+    assert str(found["coreos-2"]) == "coreos-2: OSError: network is unreachable"
