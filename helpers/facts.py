@@ -63,10 +63,6 @@ class Http(str):
         return self
 
 
-def _curl(url: str) -> Http:
-    return Http(url)
-
-
 def _http_block(fetches: dict[str, Http]) -> str:
     """One curl for every HTTP section (a curl process costs a node more CPU than the
     request), all requests at once where curl has --parallel (7.66+), so a node whose
@@ -120,26 +116,26 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
         "docker_version": "docker version --format '{{.Server.Version}}'",
         "docker_network": "docker network inspect bridge",
         "binaries": f"cd {spec.BIN_DIR} && sha256sum *",
-        "etcd_config": _curl(f"{etcd}/v2/keys{spec.NETWORK_CONFIG_KEY}"),
-        "etcd_subnets": _curl(f"{etcd}/v2/keys{spec.SUBNETS_KEY}?recursive=true"),
-        "etcd_health": _curl(f"{etcd}/health"),
-        "etcd_members": _curl(f"{etcd}/v2/members"),
-        "kubelet_health": _curl(f"http://{node.private_ip}:{kubelet}/healthz"),
-        "local_api": _curl(f"{api}/healthz"),
+        "etcd_config": Http(f"{etcd}/v2/keys{spec.NETWORK_CONFIG_KEY}"),
+        "etcd_subnets": Http(f"{etcd}/v2/keys{spec.SUBNETS_KEY}?recursive=true"),
+        "etcd_health": Http(f"{etcd}/health"),
+        "etcd_members": Http(f"{etcd}/v2/members"),
+        "kubelet_health": Http(f"http://{node.private_ip}:{kubelet}/healthz"),
+        "local_api": Http(f"{api}/healthz"),
     }
     if node.is_master:
         sections.update({
             "versions": VERSIONS_COMMAND,
-            "api_minions": _curl(f"{api}/api/v1beta1/minions"),
+            "api_minions": Http(f"{api}/api/v1beta1/minions"),
             "kubecfg_minions": f"{spec.BIN_DIR}/kubecfg -h {api} list minions",
             "kubecfg_version": f"{spec.BIN_DIR}/kubecfg -version",
-            "api_on_public": _curl(f"http://{node.public_ip}:{port}/healthz"),
-            "api_on_private": _curl(f"http://{node.private_ip}:{port}/healthz"),
+            "api_on_public": Http(f"http://{node.public_ip}:{port}/healthz"),
+            "api_on_private": Http(f"http://{node.private_ip}:{port}/healthz"),
         })
         for other in cluster.nodes:
-            sections[f"kubelet_from_master {other.name}"] = _curl(
+            sections[f"kubelet_from_master {other.name}"] = Http(
                 f"http://{other.private_ip}:{kubelet}/healthz")
-            sections[f"kubelet_public {other.name}"] = _curl(
+            sections[f"kubelet_public {other.name}"] = Http(
                 f"http://{other.public_ip}:{kubelet}/healthz")
     if probe:
         sections["probe_container"] = _probe_start(probe)

@@ -115,16 +115,22 @@ class ClusterLifecycle:
         provider = cls(self.inventory, CLUSTER_DIR, run_id)
         provider.preflight()
         self.provider = provider  # from here on, teardown has something to undo
-        try:
-            self.cluster = self._create_or_attach(previous)
-            state["cluster"] = json.loads(self.cluster.to_json())
-            write_state(state)
-            if self.do_bootstrap:
-                state["bootstrap"] = self._bootstrap()
-        except INFRASTRUCTURE_ERRORS as exc:
-            state["error"] = f"{type(exc).__name__}: {exc}"
-        if self.cluster and not state.get("error"):
-            state["node_os"] = self._node_versions(self._gather_facts())
+        # one connection per node serves the bootstrap and then the facts
+        with ExitStack() as connected:
+            try:
+                self.cluster = self._create_or_attach(previous)
+                state["cluster"] = json.loads(self.cluster.to_json())
+                write_state(state)
+                connections = connect_all(self.cluster, self.inventory,
+                                          CLUSTER_DIR / "accepted_host_keys")
+                for connection in connections.values():
+                    connected.callback(connection.close)
+                if self.do_bootstrap:
+                    state["bootstrap"] = self._bootstrap(connections)
+            except INFRASTRUCTURE_ERRORS as exc:
+                state["error"] = f"{type(exc).__name__}: {exc}"
+            if self.cluster and not state.get("error"):
+                state["node_os"] = self._node_versions(self._gather_facts(connections))
         state["steps"] = self.steps.as_dicts()
         write_state(state)
         return state
@@ -168,32 +174,21 @@ class ClusterLifecycle:
         CLUSTER_DIR.mkdir(parents=True)
         CLUSTER_DIR.chmod(0o700)
 
-    def _bootstrap(self) -> dict:
-        with ExitStack() as stack:
-            connections = connect_all(self.cluster, self.inventory,
-                                      CLUSTER_DIR / "accepted_host_keys")
-            for connection in connections.values():
-                stack.callback(connection.close)
-            install = Bootstrap(self.inventory, self.cluster, self.provider, connections,
-                                self.steps, CACHE_DIR / "artifacts")
-            result = install.run()
-            result["units"] = install.rendered
-            return result
+    def _bootstrap(self, connections: dict[str, Connection]) -> dict:
+        install = Bootstrap(self.inventory, self.cluster, self.provider, connections,
+                            self.steps, CACHE_DIR / "artifacts")
+        result = install.run()
+        result["units"] = install.rendered
+        return result
 
-    def _gather_facts(self) -> facts_mod.Gathered:
+    def _gather_facts(self, connections: dict[str, Connection]) -> facts_mod.Gathered:
         """What every check asserts on, gathered once for the whole run (and every xdist
         worker): a node that cannot be read fails its own checks, not the run."""
         FACTS_FILE.unlink(missing_ok=True)
         with self.steps.step("gather facts for the checks (3 rounds, all nodes at once)"):
-            connections = connect_all(self.cluster, self.inventory,
-                                      CLUSTER_DIR / "accepted_host_keys")
-            try:
-                found = facts_mod.gather_cluster(self.cluster, connections,
-                                                 self.inventory.guide.values(),
-                                                 self.inventory.ssh.command_timeout)
-            finally:
-                for connection in connections.values():
-                    connection.close()
+            found = facts_mod.gather_cluster(self.cluster, connections,
+                                             self.inventory.guide.values(),
+                                             self.inventory.ssh.command_timeout)
             facts_mod.save(found, FACTS_FILE)
         return found
 

@@ -92,17 +92,24 @@ docker image inspect busybox >/dev/null 2>&1 || docker import {BUSYBOX_TAR} busy
 echo busybox
 """
 
-# Runs on the host with the finished tree in $1 (mmdebstrap --customize-hook).
-_CUSTOMIZE = f"""set -eu
-root="$1"
-chroot "$root" useradd --create-home --shell /bin/bash --groups sudo,docker core
+def core_user_hook(groups: str) -> str:
+    """Customize-hook lines (the tree in $root): CoreOS's user `core` with passwordless
+    sudo and no password, and an sshd that takes keys only and the ed25519 host key the
+    provider installs."""
+    return f"""chroot "$root" useradd --create-home --shell /bin/bash --groups {groups} core
 chroot "$root" usermod --password '*' core
 echo 'core ALL=(ALL) NOPASSWD:ALL' > "$root/etc/sudoers.d/core"
 chmod 0440 "$root/etc/sudoers.d/core"
 rm -f "$root"/etc/ssh/ssh_host_*
 printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\nPasswordAuthentication no\\nUseDNS no\\n' \\
   > "$root/etc/ssh/sshd_config.d/k8sconf.conf"
-cat > "$root/etc/systemd/system/{CGROUP_RW_UNIT}" <<'EOF'
+"""
+
+
+# Runs on the host with the finished tree in $1 (mmdebstrap --customize-hook).
+_CUSTOMIZE = f"""set -eu
+root="$1"
+{core_user_hook("sudo,docker")}cat > "$root/etc/systemd/system/{CGROUP_RW_UNIT}" <<'EOF'
 {_CGROUP_RW}EOF
 chroot "$root" systemctl enable ssh.service etcd.service {CGROUP_RW_UNIT}
 chroot "$root" systemctl disable {' '.join(DISABLED)}

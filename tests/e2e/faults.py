@@ -197,16 +197,14 @@ def drop_in_path(unit: str) -> str:
     return f"{spec.UNIT_DIR}/{unit}.d/{DROP_IN}"
 
 
-def edit_unit_file(node: str, unit: str, old: str, new: str | None):
-    """Replace (or, with new=None, delete) a line of the unit file; daemon-reload."""
+def rewrite_unit_file(node: str, unit: str, edit: Callable[[str], str]):
+    """Rewrite the unit file through `edit` (text -> text; FaultError when it does not
+    apply); daemon-reload. Restore writes the saved text back."""
     def apply(lab: Lab):
         text = lab.read(node, unit_path(unit))
-        lines = text.split("\n")
-        if old not in lines:
-            raise FaultError(f"{node}: {unit} has no line {old!r}")
+        edited = edit(text)
         lab.saved[(node, unit)] = text
-        edited = [new if line == old else line for line in lines if new is not None or line != old]
-        lab.write(node, unit_path(unit), "\n".join(edited))
+        lab.write(node, unit_path(unit), edited)
         lab.daemon_reload(node)
 
     def restore(lab: Lab):
@@ -215,19 +213,33 @@ def edit_unit_file(node: str, unit: str, old: str, new: str | None):
     return apply, restore
 
 
+def edit_unit_file(node: str, unit: str, old: str, new: str | None):
+    """Replace (or, with new=None, delete) a line of the unit file."""
+    def edit(text: str) -> str:
+        lines = text.split("\n")
+        if old not in lines:
+            raise FaultError(f"{node}: {unit} has no line {old!r}")
+        return "\n".join(new if line == old else line for line in lines
+                         if new is not None or line != old)
+    return rewrite_unit_file(node, unit, edit)
+
+
 def replace_in_unit_file(node: str, unit: str, old: str, new: str):
     """Replace a substring of the unit file (the file text is what some checks read)."""
-    def apply(lab: Lab):
-        text = lab.read(node, unit_path(unit))
+    def edit(text: str) -> str:
         if old not in text:
             raise FaultError(f"{node}: {unit} has no {old!r}")
-        lab.saved[(node, unit)] = text
-        lab.write(node, unit_path(unit), text.replace(old, new))
-        lab.daemon_reload(node)
+        return text.replace(old, new)
+    return rewrite_unit_file(node, unit, edit)
+
+
+def commands(node: str, do: str, undo: str):
+    """A fault that is one shell command on the node, undone by another."""
+    def apply(lab: Lab):
+        lab.sh(node, do)
 
     def restore(lab: Lab):
-        lab.write(node, unit_path(unit), lab.saved.pop((node, unit)))
-        lab.daemon_reload(node)
+        lab.sh(node, undo)
     return apply, restore
 
 
@@ -366,13 +378,7 @@ def network_config_changed():
 
 def append_byte(node: str, binary: str):
     path = f"{spec.BIN_DIR}/{binary}"
-
-    def apply(lab: Lab):
-        lab.sh(node, f"printf '\\n' >> {path}")
-
-    def restore(lab: Lab):
-        lab.sh(node, f"truncate -s -1 {path}")
-    return apply, restore
+    return commands(node, f"printf '\\n' >> {path}", f"truncate -s -1 {path}")
 
 
 def failed_oneshot(node: str):
@@ -434,23 +440,13 @@ def second_api_on_minion(node: str):
 
 
 def unit_enabled(node: str, unit: str, enabled: bool):
-    def apply(lab: Lab):
-        lab.sh(node, f"systemctl {'enable' if enabled else 'disable'} {unit}")
-
-    def restore(lab: Lab):
-        lab.sh(node, f"cd {spec.UNIT_DIR} && systemctl {'disable' if enabled else 'enable'} {unit}")
-    return apply, restore
+    return commands(node, f"systemctl {'enable' if enabled else 'disable'} {unit}",
+                    f"cd {spec.UNIT_DIR} && systemctl {'disable' if enabled else 'enable'} {unit}")
 
 
 def forward_drop(node: str):
     rule = f"FORWARD -s {spec.DEFAULTS['flannel_network']} -j DROP"
-
-    def apply(lab: Lab):
-        lab.sh(node, f"iptables -I {rule}")
-
-    def restore(lab: Lab):
-        lab.sh(node, f"iptables -D {rule}")
-    return apply, restore
+    return commands(node, f"iptables -I {rule}", f"iptables -D {rule}")
 
 
 HUNG_RULES = (("INPUT", "--dport"), ("OUTPUT", "--sport"))

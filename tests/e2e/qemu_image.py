@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.providers.local_rootfs import core_user_hook
+
 RECIPE_VERSION = 1
 SUITE = "bookworm"
 MIRRORS = (
@@ -124,14 +126,7 @@ fi
 # mmdebstrap --customize-hook, on the host, with the finished tree in $1.
 _CUSTOMIZE = f"""set -eu
 root="$1"
-chroot "$root" useradd --create-home --shell /bin/bash --groups sudo core
-chroot "$root" usermod --password '*' core
-echo 'core ALL=(ALL) NOPASSWD:ALL' > "$root/etc/sudoers.d/core"
-chmod 0440 "$root/etc/sudoers.d/core"
-rm -f "$root"/etc/ssh/ssh_host_*
-printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\nPasswordAuthentication no\\nUseDNS no\\n' \\
-  > "$root/etc/ssh/sshd_config.d/k8sconf.conf"
-cat > "$root/usr/lib/systemd/system/etcd-member.service" <<'EOF'
+{core_user_hook("sudo")}cat > "$root/usr/lib/systemd/system/etcd-member.service" <<'EOF'
 {_ETCD_MEMBER}EOF
 cat > "$root/etc/systemd/network/zz-default.network" <<'EOF'
 {_DEFAULT_NETWORK}EOF
