@@ -84,12 +84,16 @@ def _http_block(fetches: dict[str, Http]) -> str:
 
 
 def _probe_start(probe: str) -> str:
-    """Start the long-lived probe container; print its eth0 MTU and address, read from
-    its network namespace (no second container, no `docker exec`), and its pid."""
+    """Start the long-lived probe container; print its eth0 link and address as netlink
+    shows them inside its network namespace (no second container, no `docker exec`), its
+    pid, and the MAC address Docker gave it. /sys/class/net would show the node's own
+    eth0 there: sysfs follows the namespace it was mounted in, not the caller's. The MAC
+    is what proves the link read is the container's."""
     return (f"docker run -d --rm --name {probe} {PROBE_IMAGE} sleep {PROBE_LIFETIME} "
-            f">/dev/null && pid=$(docker inspect -f '{{{{.State.Pid}}}}' {probe}) && "
-            "nsenter -n -t $pid sh -c 'cat /sys/class/net/eth0/mtu; ip -4 -o addr show eth0' "
-            "&& echo \"pid $pid\"")
+            f">/dev/null && set -- $(docker inspect -f '{{{{.State.Pid}}}} "
+            f"{{{{.NetworkSettings.MacAddress}}}}' {probe}) && "
+            "nsenter -n -t $1 ip -o link show eth0 && nsenter -n -t $1 ip -4 -o addr show eth0 "
+            "&& echo \"pid $1\" && echo \"mac $2\"")
 
 
 def _sections(node: Node, cluster: Cluster, guide: dict,
@@ -109,10 +113,26 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
         "failed": "systemctl list-units --failed --plain --no-legend --no-pager",
         "journal": f"for u in {units}; do echo \"### $u\"; "
                    "journalctl -b -u $u -n 12 --no-pager -o short-monotonic; done",
+        # glog's error lines (E1203 ...): the kubelet's last words on why a pod did not run
+        "kubelet_errors": "journalctl -b -u kubelet.service --no-pager -o cat | "
+                          "grep -E '^E[0-9]{4} ' | tail -n 4",
         "subnet_env": f"cat {spec.SUBNET_ENV}",
         "ip_addr": "ip -j addr",
         "ip_route": "ip route",
-        "listen": "ss -Hltnp",
+        "listen": "ss -Hltunp",
+        "process_units": "ps -e -o pid=,unit=",
+        "forward_rules": "iptables -w -S FORWARD; iptables -w -L FORWARD -v -n -x | head -n 1",
+        "docker_ps": "docker ps -a --format '{{.ID}} {{.Image}} {{.Names}} {{.Status}}'",
+        "pause_image": (f"docker image inspect {spec.PAUSE_IMAGE} --format "
+                        f"'{{{{index .Config.Labels \"{spec.PRELOAD_LABEL}\"}}}}'"),
+        # what the v0.7 kubelet sends to start a container (unversioned, with a body), and
+        # the same request under Docker 1.3's API: only the version differs
+        "docker_start_request": "; ".join(
+            f"curl -s -m {HTTP_TIMEOUT} --unix-socket {spec.DOCKER_SOCKET} -X POST -H "
+            f"'Content-Type: application/json' -d '{{\"PortBindings\": {{}}}}' "
+            f"-w '\\n@@status %{{http_code}}\\n' "
+            f"http://docker{prefix}/containers/k8sconf-none/start"
+            for prefix in ("", "/v1.15")),
         "docker_version": "docker version --format '{{.Server.Version}}'",
         "docker_network": "docker network inspect bridge",
         "binaries": f"cd {spec.BIN_DIR} && sha256sum *",
@@ -242,6 +262,27 @@ def start_order_violations(role: str, units: dict[str, dict[str, str]]) -> list[
     return found
 
 
+@dataclass(frozen=True)
+class Socket:
+    proto: str          # tcp or udp
+    local: str          # address:port as ss prints it (`*:2379`, `[::]:22`)
+    pids: tuple[str, ...]
+    programs: tuple[str, ...]
+    units: tuple[str, ...]
+
+    @property
+    def address(self) -> str:
+        return self.local.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> str:
+        return self.local.rpartition(":")[2]
+
+    def describe(self) -> str:
+        who = ",".join(self.programs) or "?"
+        return f"{self.proto} {self.local} ({who}, {','.join(self.units) or '?'})"
+
+
 @dataclass
 class HttpAnswer:
     status: int
@@ -311,23 +352,53 @@ class NodeFacts:
                 for link in links if isinstance(link, dict) and link.get("ifname") == ifname
                 for a in link.get("addr_info", []) if a.get("family") == "inet"]
 
-    def listening(self) -> set[str]:
-        sockets = set()
+    def sockets(self) -> list["Socket"]:
+        """Every listening TCP and bound UDP socket (`ss -Hltunp`), with its processes'
+        pids and, from `ps -o unit`, the systemd unit each pid runs in."""
+        units = {}
+        for line in self.section("process_units").splitlines():
+            fields = line.split()
+            if len(fields) == 2 and as_int(fields[0], None) is not None:
+                units[fields[0]] = fields[1]
+        found = []
         for line in self.section("listen").splitlines():
             fields = line.split()
-            if len(fields) >= 4:
-                sockets.add(fields[3])
-        return sockets
+            if len(fields) < 6 or fields[0] not in ("tcp", "udp"):
+                continue
+            pids = tuple(dict.fromkeys(re.findall(r"pid=(\d+)", line)))
+            names = tuple(dict.fromkeys(re.findall(r'\("([^"]+)",pid=', line)))
+            found.append(Socket(fields[0], fields[4], pids, names,
+                                tuple(dict.fromkeys(units.get(p, "?") for p in pids))))
+        return found
+
+    def listening(self) -> set[str]:
+        """TCP addresses:ports something listens on."""
+        return {s.local for s in self.sockets() if s.proto == "tcp"}
 
     def listening_processes(self) -> dict[str, str]:
-        """{listening address:port: pid of its process} from `ss -Hltnp`."""
-        owners = {}
-        for line in self.section("listen").splitlines():
-            fields = line.split()
-            pid = re.search(r"pid=(\d+)", line)
-            if len(fields) >= 4:
-                owners[fields[3]] = pid.group(1) if pid else ""
-        return owners
+        """{listening TCP address:port: pid of its process}."""
+        return {s.local: (s.pids[0] if s.pids else "") for s in self.sockets()
+                if s.proto == "tcp"}
+
+    def sockets_of(self, unit: str) -> list["Socket"]:
+        return [s for s in self.sockets() if unit in s.units]
+
+    def forward_policy(self, text: str | None = None) -> tuple[str, int]:
+        """(policy, packets it dropped) from `iptables -L FORWARD -v` 's first line."""
+        found = re.search(r"Chain FORWARD \(policy (\w+) (\d+) packets",
+                          self.section("forward_rules") if text is None else text)
+        return (found.group(1), int(found.group(2))) if found else ("", -1)
+
+    def probe_mtu(self) -> str:
+        found = re.search(r"^\d+: eth0\S*: .*?\bmtu (\d+)", self.section("probe_container"), re.M)
+        return found.group(1) if found and self.ok("probe_container") else ""
+
+    def probe_macs(self) -> tuple[str, str]:
+        """(MAC of the eth0 read in the netns, MAC Docker gave the container)."""
+        text = self.section("probe_container")
+        link = re.search(r"link/ether ([0-9a-f:]{17})", text)
+        given = re.search(r"^mac ([0-9a-f:]{17})$", text, re.M)
+        return (link.group(1) if link else "", given.group(1) if given else "")
 
     def http(self, name: str) -> HttpAnswer:
         body, _, status = self.section(name).rpartition("\n")
@@ -346,10 +417,21 @@ class NodeFacts:
         found = re.search(r"^pid (\d+)$", self.section("probe_container"), re.M)
         return found.group(1) if found and self.ok("probe_container") else ""
 
-    def pings(self) -> dict[str, bool]:
-        """{other node: reached} from the probe container's pings."""
+    def dropped_during_pings(self, section: str = "pings") -> tuple[str, int]:
+        """(FORWARD policy, packets it dropped while the pings ran), -1 if unread."""
+        text = self.section(section)
+        before = re.search(r"^forward-before (.*)$", text, re.M)
+        after = re.search(r"^forward-after (.*)$", text, re.M)
+        if not (before and after):
+            return "", -1
+        (policy, first), (_, last) = (self.forward_policy(before.group(1)),
+                                      self.forward_policy(after.group(1)))
+        return (policy, last - first) if first >= 0 and last >= 0 else (policy, -1)
+
+    def pings(self, section: str = "pings") -> dict[str, bool]:
+        """{other node: reached} from the probe container's (or the pod's) pings."""
         reached = {}
-        for line in self.section("pings").splitlines():
+        for line in self.section(section).splitlines():
             fields = line.split()
             if len(fields) == 3 and fields[2] in ("ok", "FAILED"):
                 reached[fields[0]] = fields[2] == "ok"
@@ -402,7 +484,11 @@ def ping_script(pid: str, targets: dict[str, str]) -> str:
     far less than a `docker exec`."""
     pings = " ".join(f"(ping -c 1 -W {PING_WAIT} {ip} >/dev/null 2>&1 && echo {name} {ip} ok "
                      f"|| echo {name} {ip} FAILED) &" for name, ip in targets.items())
-    return f"nsenter -n -t {pid} sh -c {shlex.quote(pings + ' wait')}"
+    # the node's FORWARD chain, before and after: what its policy dropped meanwhile
+    forward = "iptables -w -L FORWARD -v -n -x 2>/dev/null | head -n 1"
+    return (f"echo \"forward-before $({forward})\"; "
+            f"nsenter -n -t {pid} sh -c {shlex.quote(pings + ' wait')}; "
+            f"echo \"forward-after $({forward})\"")
 
 
 def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -> Gathered:

@@ -55,8 +55,11 @@ class SSHSettings(Strict):
 
 
 class Artifacts(Strict):
-    """Where the bootstrap takes /opt/bin from: a directory, or a tarball URL with sha256."""
+    """Where the bootstrap takes /opt/bin from: the guide's binaries built from source
+    (`build: true`), a directory, or a tarball URL with sha256."""
 
+    build: bool = Field(False, description="build flannel v0.2.0 and Kubernetes v0.7.0 from "
+                        "source as the guide does (sources: $K8SCONF_SOURCES or upstream)")
     dir: Path | None = None
     url: str | None = Field(None, pattern=r"^(https?|file)://\S+$")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
@@ -64,10 +67,12 @@ class Artifacts(Strict):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.dir is None) == (self.url is None):
-            raise ValueError("exactly one of 'dir' or 'url' is required")
+        if [self.build, self.dir is not None, self.url is not None].count(True) != 1:
+            raise ValueError("exactly one of 'build: true', 'dir' or 'url' is required")
         if self.url and not self.sha256:
             raise ValueError("'sha256' is required with 'url'")
+        if self.standins and self.dir is None:
+            raise ValueError("'standins: true' goes with 'dir' (this project's stand-ins)")
         return self
 
 
@@ -86,9 +91,21 @@ class Deviations(Strict):
     docker_storage_flag: str | None = Field(None, description="guide: -s=btrfs")
     docker_host: str | None = Field(None, description="guide: fd://")
     etcdctl_env: str | None = Field(None, description="guide: none; etcd 3.4 needs 'ETCDCTL_API=2 '")
+    docker_forward_accept: bool = Field(
+        False, description="guide: no FORWARD rules. Docker >= 1.13 sets the FORWARD policy "
+        "to DROP and flannel 0.2.0 adds no rules: docker.service then ACCEPTs the flannel "
+        "network in FORWARD (ExecStartPost)")
+    kubelet_docker_api: str | None = Field(
+        None, pattern=r"^1\.[0-9]{1,2}$",
+        description="guide: the kubelet's unversioned Docker API requests, with which Docker "
+        ">= 17.x (API 1.24+) refuses to start containers; docker-api-pin.service serves the "
+        "kubelet this API version (1.15: Docker 1.3's)")
+    pause_image: Literal["preload"] | None = Field(
+        None, description="guide: kubernetes/pause:latest pulled from Docker Hub; preload: "
+        "imported on every node from v0.7.0's own build/pause (no registry reachable)")
 
     def declared(self) -> dict:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+        return {k: v for k, v in self.model_dump().items() if v not in (None, False)}
 
 
 class GuideVars(Strict):

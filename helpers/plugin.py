@@ -34,6 +34,9 @@ def pytest_addoption(parser):
                     help="test the cluster a --keep-cluster run left, instead of creating one")
     group.addoption("--no-bootstrap", action="store_true",
                     help="attach to an installed cluster and only check it")
+    group.addoption("--require-real", action="store_true",
+                    help="refuse to fall back to this project's stand-ins when the real "
+                         "binaries cannot be built (CI uses this)")
 
 
 def _is_conformance_run(config) -> bool:
@@ -84,7 +87,7 @@ class ConformanceRun:
             self.inv, self.inv_path,
             keep=self.config.option.keep_cluster, reuse=self.config.option.reuse_cluster,
             bootstrap=self.inv.bootstrap.enabled and not self.config.option.no_bootstrap,
-            progress=self._progress)
+            progress=self._progress, require_real=self.config.option.require_real)
         self.lifecycle.trap_sigterm()
         self._line(f"k8sconf: {self.inv.provider} cluster from {self.inv_path}")
         try:

@@ -23,6 +23,8 @@ GUIDE_URL = (
     "how-to-install-and-configure-kubernetes-on-top-of-a-coreos-cluster"
 )
 
+KUBERNETES_VERSION = "Kubernetes v0.7.0"   # what the guide's binaries print for -version
+FLANNEL_VERSION = "0.2.0"
 BIN_DIR = "/opt/bin"
 UNIT_DIR = "/etc/systemd/system"
 SUBNET_ENV = "/run/flannel/subnet.env"
@@ -94,6 +96,8 @@ class Unit:
     # Which binary in /opt/bin this unit runs, if any (docker is the OS's).
     provides_binary: str | None = None
     listens: tuple[str, ...] = field(default=())  # "address:port" templates
+    before: tuple[str, ...] = ()   # only our deviation units order themselves Before=
+    environment: tuple[str, ...] = ()
 
     @property
     def short(self) -> str:
@@ -247,6 +251,37 @@ GUIDE_DOCKER = {
     "etcdctl_env": "",
 }
 
+# -- declared deviations: where the guide's 2014 install cannot work on today's OS ---------
+# Each is applied only when the inventory declares it, and listed in the report; what
+# the guide writes or assumes instead is GUIDE_ASSUMES (for the report's "guide" column).
+DEVIATION_DIR = "/opt/k8sconf"   # our programs for the deviations: never in /opt/bin
+DOCKER_SOCKET = "/var/run/docker.sock"
+DOCKER_API_PIN_SOCKET = "/run/docker-api-pin.sock"
+PAUSE_IMAGE = "kubernetes/pause:latest"      # the v0.7 kubelet's -network_container_image
+PRELOAD_LABEL = "k8sconf.preload"            # marks the pause image as our preload
+GUIDE_ASSUMES = {
+    "docker_forward_accept": "no FORWARD rules (Docker 1.x left the FORWARD policy ACCEPT)",
+    "kubelet_docker_api": f"the kubelet's unversioned Docker API requests on {DOCKER_SOCKET}",
+    "pause_image": f"{PAUSE_IMAGE} pulled from Docker Hub by the kubelet",
+}
+FORWARD_ACCEPT = (
+    # $$: systemd would expand $d itself
+    '/bin/sh -c "for d in -s -d; do iptables -w -C FORWARD $$d {flannel_network} -j ACCEPT '
+    '2>/dev/null || iptables -w -I FORWARD $$d {flannel_network} -j ACCEPT; done"'
+)
+DOCKER_API_PIN = Unit(
+    name="docker-api-pin.service",
+    description="Docker API v{kubelet_docker_api} for the v0.7 kubelet (a declared deviation "
+                "of k8s-coreos-conformance, not the guide's)",
+    roles=EVERY_ROLE,
+    after=(DOCKER,),
+    requires=(DOCKER,),
+    before=("kubelet.service",),
+    exec_start=Command(f"{DEVIATION_DIR}/docker-api-pin", (
+        f"-listen {DOCKER_API_PIN_SOCKET}", f"-docker {DOCKER_SOCKET}",
+        "-api-version {kubelet_docker_api}")),
+)
+
 
 @dataclass(frozen=True)
 class Advisory:
@@ -275,6 +310,28 @@ ADVISORIES = (
              "docker.service uses Docker 1.x syntax",
              "`docker -d -s=btrfs` is Docker 1.x; current Docker runs `dockerd` with a "
              "storage driver that fits the filesystem."),
+    Advisory("api-read-only-port-exposed",
+             "the API server's read-only port is open on the public address",
+             "kube-apiserver v0.7 serves an unauthenticated read-only API on -read_only_port "
+             "(default 7080) at -public_address_override (default: the first interface's "
+             "address); the guide sets neither, so minions, pods and services can be read "
+             "from the public network."),
+    Advisory("docker-forward-policy-drop",
+             "Docker's FORWARD policy drops flannel's traffic",
+             "Docker >= 1.13 sets the iptables FORWARD policy to DROP and flannel 0.2.0 adds "
+             "no FORWARD rules (later releases do): the guide's docker.service alone lets no "
+             "container traffic in from flannel0 (deviation docker_forward_accept)."),
+    Advisory("kubelet-unversioned-docker-api",
+             "the v0.7 kubelet cannot start containers on today's Docker",
+             "the kubelet sends unversioned Docker API requests, which Docker serves as its "
+             "newest API; that refuses the body the kubelet sends to start a container "
+             "(removed in API v1.24). Its requests under API v1.15 still work (deviation "
+             "kubelet_docker_api)."),
+    Advisory("pause-image-preloaded",
+             "the kubelet's network container image is our preload",
+             f"the v0.7 kubelet pulls {PAUSE_IMAGE} from Docker Hub for every pod; no "
+             "registry is reachable from these nodes, so it is imported from v0.7.0's own "
+             "build/pause (deviation pause_image)."),
     Advisory("etcd-v2-api",
              "flannel.service writes its config with the etcd v2 API",
              "`etcdctl set` is the etcd v2 API: it needs ETCDCTL_API=2 and etcd 3.4 "

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from helpers import spec
+from helpers import exposure, spec
 from helpers.checks import CheckFailed, expect, guide_section
 
 pytestmark = guide_section("Advisories (known defects of the guide)", "minor")
@@ -85,3 +85,70 @@ def test_flannel_config_written_without_the_etcd_v2_api(node, facts):
     text = facts.unit_file(spec.FLANNEL)
     expect("etcdctl set" not in text, node.name, "flannel.service needs no etcd v2 API",
            expected="an etcd v3 write (etcdctl put)", found="etcdctl set (v2)")
+
+
+@advisory("api-read-only-port-exposed")
+@pytest.mark.role(spec.MASTER)
+def test_api_server_read_only_port_is_not_exposed(node, facts):
+    """From the API server's sockets: its read-only port on anything but loopback."""
+    port = exposure.read_only_port(facts)
+    sockets = [s for s in exposure.exposed(facts, spec.APISERVER, ("loopback",))
+               if s.port == port]
+    expect(not sockets, node.name, "the API server's read-only port is not exposed",
+           expected=f"no socket of {spec.APISERVER} on port {port} beyond loopback",
+           found="; ".join(f"{s.describe()} reachable from the "
+                           f"{exposure.network_of(s, node)}" for s in sockets),
+           evidence={"who listens where": exposure.table(facts)})
+
+
+def _deviation_advisory(request, inventory, field: str, key: str) -> None:
+    """The guide's line as written fails here: an expected failure where the inventory
+    declares the deviation that works around it, a plain failure naming it where not."""
+    if field in inventory.deviations.declared():
+        request.applymarker(advisory(key))
+
+
+def test_guide_docker_forwards_flannel_traffic(node, facts, inventory, request):
+    _deviation_advisory(request, inventory, "docker_forward_accept", "docker-forward-policy-drop")
+    policy, dropped = facts.forward_policy()
+    expect(policy == "ACCEPT", node.name,
+           "the guide's docker.service leaves FORWARD open to flannel's traffic",
+           expected="FORWARD policy ACCEPT (as Docker 1.x left it)",
+           found=f"-P FORWARD {policy or '?'} ({dropped} packets dropped so far): Docker >= "
+                 "1.13 sets it; flannel 0.2.0 adds no FORWARD rules",
+           evidence={"iptables -S FORWARD": facts.section("forward_rules")})
+
+
+def _start_answers(facts) -> list[tuple[str, str]]:
+    """(status, body) of the unversioned and the v1.15 start request, in that order."""
+    parts = re.split(r"@@status (\d{3})\n?", facts.section("docker_start_request"))
+    return [(code, body.strip()) for body, code in zip(parts[::2], parts[1::2])]
+
+
+def test_docker_accepts_the_kubelets_start_request(node, facts, inventory, request):
+    """The start request the v0.7 kubelet sends (unversioned, with a HostConfig body),
+    to a container that does not exist: an API that still takes the body answers 404,
+    one that refuses it 400. The same request under API v1.15 is the control."""
+    _deviation_advisory(request, inventory, "kubelet_docker_api", "kubelet-unversioned-docker-api")
+    answers = _start_answers(facts)
+    unversioned = answers[0] if answers else ("?", facts.section("docker_start_request"))
+    expect(unversioned[0] == "404", node.name,
+           "Docker takes the v0.7 kubelet's start request (unversioned, with a body)",
+           expected="HTTP 404 No such container (the body accepted)",
+           found=f"HTTP {unversioned[0]} {unversioned[1][:200]}"
+                 + (f"; as API v1.15: HTTP {answers[1][0]} {answers[1][1][:100]}"
+                    if len(answers) > 1 else ""),
+           evidence={"POST /containers/k8sconf-none/start, then /v1.15/...":
+                         facts.section("docker_start_request")})
+
+
+def test_pause_image_is_dockers_own(node, facts, inventory, request):
+    _deviation_advisory(request, inventory, "pause_image", "pause-image-preloaded")
+    label = facts.section("pause_image").strip()
+    expect(facts.ok("pause_image") and not label, node.name,
+           f"{spec.PAUSE_IMAGE} is on the node as the kubelet pulled it",
+           expected=f"{spec.PAUSE_IMAGE} present, without our {spec.PRELOAD_LABEL} label",
+           found=(f"our preload ({spec.PRELOAD_LABEL}={label})" if facts.ok("pause_image")
+                  else f"absent: {label[:200]}"),
+           evidence={"docker image inspect": facts.section("pause_image")})
+

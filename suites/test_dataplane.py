@@ -24,3 +24,20 @@ def test_container_reaches_every_other_node(node, facts, cluster_facts):
            found="unreachable: " + ", ".join(f"{n} ({targets[n]})" for n in unreachable),
            evidence={"pings": facts.section("pings"), "ip route": facts.section("ip_route"),
                      "ip addr": facts.section("ip_addr")})
+
+
+def test_forward_chain_passes_container_traffic(node, facts):
+    """What drops cross-node container traffic, as the node saw it: the FORWARD chain's
+    policy counter before and after the pings. Docker >= 1.13 sets FORWARD's policy to DROP
+    and flannel 0.2.0 adds no FORWARD rules of its own (later flannel releases do)."""
+    policy, dropped = facts.dropped_during_pings()
+    expect(facts.ok("pings") and dropped == 0, node.name,
+           "the FORWARD chain drops none of the containers' traffic",
+           expected="no packet dropped by the FORWARD policy while the containers pinged",
+           found=(f"chain FORWARD policy {policy} dropped {dropped} packets during the pings "
+                  "(Docker >= 1.13 sets the policy to DROP; flannel 0.2.0 adds no FORWARD "
+                  "rules: see deviation docker_forward_accept)" if dropped > 0
+                  else "the pings did not run" if dropped < 0 else "none"),
+           evidence={"iptables -S FORWARD": facts.section("forward_rules"),
+                     "pings": facts.section("pings")})
+

@@ -31,13 +31,19 @@ def _daemon_mtu(facts) -> str:
 
 
 def test_docker_applies_the_flannel_mtu(node, facts):
-    """docker0 itself stays at 1500 until a container attaches: look at what Docker applies."""
+    """docker0 itself stays at 1500 until a container attaches: look at what Docker applies,
+    the bridge network's option and a container's eth0. The eth0 is read by netlink inside
+    the container's network namespace, and its MAC must be the one Docker gave that
+    container: proof that the link measured is the container's, not the node's."""
     wanted = facts.env_file("subnet_env").get("FLANNEL_MTU", "(no FLANNEL_MTU)")
-    probe = facts.section("probe_container").split()
-    container_mtu = probe[0] if facts.ok("probe_container") and probe else "no container ran"
+    link_mac, given_mac = facts.probe_macs()
+    container_mtu = facts.probe_mtu() or "no container ran"
+    if facts.probe_mtu() and link_mac != given_mac:
+        container_mtu = f"unproven ({link_mac or 'no MAC'} read, Docker gave {given_mac or '?'})"
     found = {"bridge network option": _daemon_mtu(facts), "container eth0": container_mtu}
     expect(set(found.values()) == {wanted}, node.name, "Docker uses FLANNEL_MTU (--mtu)",
            expected=wanted, found=", ".join(f"{k} {v}" for k, v in found.items()),
-           evidence={"docker network inspect bridge": facts.section("docker_network"),
-                     "probe container": facts.section("probe_container"),
-                     "subnet.env": facts.section("subnet_env")})
+           evidence={"probe container (ip link/addr in its netns, pid, Docker's MAC)":
+                         facts.section("probe_container"),
+                     "subnet.env": facts.section("subnet_env"),
+                     "docker.service ExecStart": facts.unit("docker.service").get("ExecStart", "")})

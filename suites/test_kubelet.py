@@ -1,6 +1,8 @@
 """Every kubelet listens on <private IPv4>:10250, healthy, reachable from the master over
 the private network, and not on the public address."""
+from helpers import exposure
 from helpers.checks import expect, guide_section
+from helpers.reporting import attach
 
 pytestmark = guide_section("Kubelet", "blocker")
 
@@ -29,14 +31,17 @@ def test_kubelet_reachable_from_the_master(node, master_facts, inventory):
            evidence={"from the master": master_facts.section(f"kubelet_from_master {node.name}")})
 
 
-def test_kubelet_not_bound_to_the_public_address(node, facts, master_facts, inventory):
-    port = inventory.guide.kubelet_port
-    bound = {s for s in facts.listening()
-             if s in (f"{node.public_ip}:{port}", f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}")}
-    answer = master_facts.http(f"kubelet_public {node.name}")
-    expect(not bound and not answer.answered, node.name,
-           "the kubelet is not reachable on the public address",
-           expected=f"nothing on {node.public_ip}:{port}",
-           found=(", ".join(sorted(bound)) or "") + (f" (HTTP {answer.status} from the master)"
-                                                      if answer.answered else ""),
-           evidence={"listening sockets": facts.section("listen")})
+def test_kubelet_is_reachable_only_on_the_private_address(node, facts, master_facts):
+    """From every socket of the kubelet's processes: any on the public address (or on all
+    addresses) is a finding."""
+    sockets = exposure.exposed(facts, "kubelet.service", ("private", "loopback"))
+    attach(f"{node.name}: listening sockets of the guide's units", exposure.table(facts))
+    expect(facts.sockets_of("kubelet.service") and not sockets, node.name,
+           "the kubelet listens on the private address only",
+           expected=f"every socket of kubelet.service on {node.private_ip} (or loopback)",
+           found=("; ".join(f"{s.describe()} reachable from the "
+                            f"{exposure.network_of(s, node)}" for s in sockets)
+                  or "the kubelet has no socket"),
+           evidence={"who listens where": exposure.table(facts),
+                     f"from the master, HTTP to {node.public_ip}":
+                         master_facts.section(f"kubelet_public {node.name}")})

@@ -85,14 +85,51 @@ def test_pings_are_read_per_node_and_garbage_is_ignored():
 
 def test_ping_script_pings_every_target_at_once_from_the_probes_namespace():
     script = facts_mod.ping_script("4242", {"coreos-1": "10.100.1.2", "coreos-3": "10.100.3.2"})
-    assert script.startswith("nsenter -n -t 4242 sh -c ")
+    assert "; nsenter -n -t 4242 sh -c " in script
     assert script.count("ping -c 1 -W 2") == 2 and script.count(") &") == 2
-    assert script.rstrip("'").endswith("wait")
+    assert "wait'; " in script
+    # the FORWARD chain's counters are read around the pings, in the node's namespace
+    assert script.startswith('echo "forward-before $(iptables -w -L FORWARD')
+    assert script.endswith('head -n 1)"') and script.count("iptables") == 2
+
+
+def test_forward_drops_during_the_pings_are_the_counter_difference():
+    found = facts(pings="forward-before Chain FORWARD (policy DROP 8 packets, 672 bytes)\n"
+                        "coreos-2 10.100.13.2 FAILED\n"
+                        "forward-after Chain FORWARD (policy DROP 14 packets, 1176 bytes)")
+    assert found.dropped_during_pings() == ("DROP", 6)
+    assert facts(pings="coreos-2 10.100.13.2 ok").dropped_during_pings() == ("", -1)
+    assert found.pings() == {"coreos-2": False}
+
+
+def test_probe_mtu_and_macs_come_from_the_containers_namespace():
+    found = facts(probe_container=(
+        "8: eth0@if9: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1472 qdisc noqueue state UP mode "
+        "DEFAULT group default \\    link/ether 02:42:0a:64:29:03 brd ff:ff:ff:ff:ff:ff\n"
+        "8: eth0    inet 10.100.41.3/24 brd 10.100.41.255 scope global eth0\n"
+        "pid 643\nmac 02:42:0a:64:29:03"))
+    assert found.probe_mtu() == "1472" and found.probe_address() == "10.100.41.3"
+    assert found.probe_macs() == ("02:42:0a:64:29:03", "02:42:0a:64:29:03")
+    assert facts(probe_container="1500\n8: eth0 inet 10.100.41.3/24").probe_mtu() == ""
+
+
+def test_sockets_name_their_process_and_unit():
+    found = facts(listen=(
+        'tcp LISTEN 0 4096 192.168.2.1:7080 0.0.0.0:* users:(("kube-apiserver",pid=103,fd=10))\n'
+        'udp UNCONN 0 0 0.0.0.0:8285 0.0.0.0:* users:(("flannel",pid=81,fd=11),'
+        '("flannel",pid=81,fd=8))\n'
+        "tcp LISTEN 0 4096 *:2379 *:*"),
+        process_units="    103 apiserver.service\n     81 flannel.service\n")
+    sockets = {s.local: s for s in found.sockets()}
+    assert sockets["192.168.2.1:7080"].units == ("apiserver.service",)
+    assert sockets["0.0.0.0:8285"].proto == "udp" and sockets["0.0.0.0:8285"].pids == ("81",)
+    assert sockets["*:2379"].units == () and sockets["*:2379"].address == "*"
+    assert found.listening() == {"192.168.2.1:7080", "*:2379"}
 
 
 def test_listening_processes_names_each_sockets_pid():
-    found = facts(listen='LISTEN 0 5 127.0.0.1:8080 0.0.0.0:* users:(("python3",pid=141,fd=3))\n'
-                         "LISTEN 0 4096 10.120.0.1:10250 0.0.0.0:*\nshort line")
+    found = facts(listen='tcp LISTEN 0 5 127.0.0.1:8080 0.0.0.0:* users:(("python3",pid=141,fd=3))\n'
+                         "tcp LISTEN 0 4096 10.120.0.1:10250 0.0.0.0:*\nshort line")
     assert found.listening_processes() == {"127.0.0.1:8080": "141", "10.120.0.1:10250": ""}
 
 

@@ -46,7 +46,7 @@ MALFORMED = [
     ("artifacts url without sha256", with_(artifacts={"url": "https://x.example/a.tgz"}),
      "'sha256' is required with 'url'"),
     ("artifacts dir and url", with_(artifacts={"dir": ".", "url": "https://x.example/a.tgz", "sha256": "0" * 64}),
-     "exactly one of 'dir' or 'url' is required"),
+     "exactly one of 'build: true', 'dir' or 'url' is required"),
     ("bad sha256", with_(artifacts={"url": "https://x.example/a.tgz", "sha256": "abc"}),
      "artifacts.sha256: String should match pattern"),
     ("bootstrap without artifacts", {"provider": "local"}, "'artifacts' is required when bootstrap is enabled"),

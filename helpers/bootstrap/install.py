@@ -33,6 +33,7 @@ class NodeState:
     """What a node holds now, from one survey command."""
 
     binaries: dict[str, str] = field(default_factory=dict)    # name -> sha256
+    programs: dict[str, str] = field(default_factory=dict)    # spec.DEVIATION_DIR: name -> sha256
     unit_files: dict[str, str] = field(default_factory=dict)  # unit -> sha256
     enabled: dict[str, str] = field(default_factory=dict)
     active: dict[str, str] = field(default_factory=dict)
@@ -48,6 +49,8 @@ def _survey_command(unit_names: list[str]) -> str:
         f"for u in {names}; do echo $u $(systemctl is-enabled $u 2>/dev/null || true); done",
         f"echo {SECTION}",
         f"for u in {names}; do echo $u $(systemctl is-active $u 2>/dev/null || true); done",
+        f"echo {SECTION}",
+        f"cd {spec.DEVIATION_DIR} 2>/dev/null && sha256sum * 2>/dev/null",
     ])
 
 
@@ -67,24 +70,29 @@ def _sha(text: str) -> str:
 
 class Bootstrap:
     def __init__(self, inventory: Inventory, cluster: Cluster, provider: Provider,
-                 connections: dict[str, Connection], log: StepLog, cache: Path):
+                 connections: dict[str, Connection], log: StepLog,
+                 binaries: artifacts_mod.BinarySet):
         self.inventory, self.cluster, self.provider = inventory, cluster, provider
-        self.connections, self.log, self.cache = connections, log, cache
+        self.connections, self.log, self.binaries = connections, log, binaries
         self.machines = [n.private_ip for n in cluster.nodes]
         self.rendered: dict[str, dict[str, str]] = {}
         self.changed: set[str] = set()
-        self.binaries: artifacts_mod.BinarySet | None = None
 
     # -- the steps, in the guide's order -------------------------------------------
     def run(self) -> dict:
         started = time.monotonic()
-        with self.log.step("resolve artifacts") as step:
-            self.binaries = artifacts_mod.resolve(self.inventory.artifacts, self.cache)
-            step.attach("checksums", "\n".join(f"{d}  {n}" for n, d in
-                                               sorted(self.binaries.checksums.items())))
+        with self.log.step("binaries for /opt/bin") as step:
+            step.attach("origin", self.binaries.origin)
+            step.attach("checksums and versions", "\n".join(
+                f"{d}  {n}  {self.binaries.versions.get(n, '')}"
+                for n, d in sorted(self.binaries.checksums.items())))
         self._render_units()
         states = self._each_node("survey", self._survey)
         self._ship_binaries(states)
+        programs = self._deviation_programs()
+        if programs:
+            self._each_node("ship the deviations' programs",
+                            lambda n: self._ship_programs(n, states[n.name], programs))
         self._each_node("write unit files", lambda n: self._write_units(n, states[n.name]))
         self._each_node("systemctl enable", lambda n: self._enable(n, states[n.name]))
         if self.changed or not self._all_active(states):
@@ -120,10 +128,10 @@ class Bootstrap:
                 step.attach(f"deviation {name}", f"guide: {guide!r}\napplied: {applied!r}")
 
     def _survey(self, node: Node) -> NodeState:
-        names = [u.name for u in spec.UNITS]
+        names = list(self.rendered[node.name])
         out = self.connections[node.name].sudo(_survey_command(names)).stdout
-        parts = (out.split(SECTION) + ["", "", "", ""])[:4]
-        return NodeState(_parse_sums(parts[0]), _parse_sums(parts[1]),
+        parts = (out.split(SECTION) + [""] * 5)[:5]
+        return NodeState(_parse_sums(parts[0]), _parse_sums(parts[4]), _parse_sums(parts[1]),
                          _parse_pairs(parts[2]), _parse_pairs(parts[3]))
 
     # -- steps 1 and 4: /opt/bin on the first node, then the guide's tar stream -----
@@ -161,6 +169,24 @@ class Bootstrap:
         if wrong:
             raise BootstrapError(f"{node.name}: checksum mismatch in {spec.BIN_DIR} for "
                                  f"{', '.join(wrong)}")
+
+    # -- not the guide's: the programs that declared deviations run ------------------------
+    def _deviation_programs(self) -> dict[str, Path]:
+        declared = self.inventory.deviations.declared()
+        wanted = ((["docker-api-pin"] if "kubelet_docker_api" in declared else [])
+                  + (["pause.tar"] if "pause_image" in declared else []))
+        missing = [name for name in wanted if name not in self.binaries.node_programs]
+        if missing:
+            raise BootstrapError(f"deviations need {', '.join(missing)}, which only the "
+                                 "source build makes (artifacts: build: true)")
+        return {name: self.binaries.node_programs[name] for name in wanted}
+
+    def _ship_programs(self, node: Node, state: NodeState, programs: dict[str, Path]) -> None:
+        for name, path in programs.items():
+            if state.programs.get(name) != artifacts_mod.sha256_of(path):
+                self.connections[node.name].put(path.read_bytes(),
+                                                f"{spec.DEVIATION_DIR}/{name}", mode=0o755)
+                self.changed.add(node.name)
 
     # -- steps 5 and 6: unit files and systemctl enable ---------------------------------
     def _write_units(self, node: Node, state: NodeState) -> None:
@@ -205,9 +231,14 @@ class Bootstrap:
         self.connections[node.name].sudo(f"systemctl restart {names}", check=True, timeout=180)
 
     def _probe_image(self, node: Node) -> None:
-        """Not the guide's: the data-plane and MTU checks need a container image."""
-        self.connections[node.name].sudo(self.provider.probe_image_command, check=True,
-                                         timeout=120)
+        """Not the guide's: the data-plane and MTU checks need a container image, and the
+        kubelet its network container image when the deviation `pause_image` says so."""
+        command = self.provider.probe_image_command
+        if "pause_image" in self.inventory.deviations.declared():
+            command += (f" && {{ docker image inspect {spec.PAUSE_IMAGE} >/dev/null 2>&1 || "
+                        f"docker import -c 'CMD [\"/pause\"]' -c 'LABEL {spec.PRELOAD_LABEL}="
+                        f"build/pause' {spec.DEVIATION_DIR}/pause.tar {spec.PAUSE_IMAGE}; }}")
+        self.connections[node.name].sudo(command, check=True, timeout=120)
 
     # -- step 8: wait for every unit to be active, with a bound --------------------------
     def _settle(self, node: Node) -> None:

@@ -1,0 +1,138 @@
+"""Beyond the guide: the cluster runs work.
+
+Through the API server, with the guide's own `kubecfg`, one pod per node (the master is
+a minion too). All of them ask for the same hostPort, so the scheduler's PodFitsPorts rule
+must place each on a different minion. Once every pod is Running, each pod's container
+pings every other node's pod across flannel. The answers become facts sections, so the
+checks (suites/test_workload.py) only read them:
+
+- master `pods`: the API's pod list; `kubecfg_pods`: `kubecfg list pods`;
+  `pods_created`: what `kubecfg create` answered;
+- every node `pod_pings`: from its pod's network namespace, as facts.ping_script.
+
+The pods are deleted afterwards (`remove`), so a kept cluster does not keep them.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from helpers import spec
+from helpers.facts import PROBE_IMAGE, ping_script
+from helpers.providers.base import Cluster
+
+POD_PREFIX = "k8sconf-pod-"
+CONTAINER = "ping"
+HOST_PORT = 28207          # shared by every pod: one pod per minion
+RUN_SECONDS = 600          # the pod's own bound: an interrupted run's pods end by themselves
+DEADLINE = 90              # the kubelets sync every 10 s; a first pod start is a few more
+POLL = 3
+
+
+def pod_names(cluster: Cluster) -> list[str]:
+    return [f"{POD_PREFIX}{i}" for i in range(1, len(cluster.nodes) + 1)]
+
+
+def manifest(name: str) -> dict:
+    """A v1beta1 pod, as the v0.7 `kubecfg -c FILE create pods` takes it."""
+    return {"id": name, "kind": "Pod", "apiVersion": "v1beta1",
+            "labels": {"k8sconf": "workload"},
+            "desiredState": {"manifest": {
+                "version": "v1beta1", "id": name,
+                "containers": [{"name": CONTAINER, "image": PROBE_IMAGE,
+                                "command": ["sleep", str(RUN_SECONDS)],
+                                "ports": [{"containerPort": 7, "hostPort": HOST_PORT}]}]}}}
+
+
+def _api(guide: dict) -> str:
+    return f"http://{guide['apiserver_address']}:{guide['apiserver_port']}"
+
+
+def _kubecfg(guide: dict) -> str:
+    return f"{spec.BIN_DIR}/kubecfg -h {_api(guide)}"
+
+
+def create_command(cluster: Cluster, guide: dict) -> str:
+    lines = [f"{_kubecfg(guide)} delete pods/{name} >/dev/null 2>&1"
+             for name in pod_names(cluster)]
+    for name in pod_names(cluster):
+        body = shlex.quote(json.dumps(manifest(name)))
+        lines.append(f"printf '%s' {body} > /tmp/{name}.json && "
+                     f"{_kubecfg(guide)} -c /tmp/{name}.json create pods 2>&1 | tail -n 3; "
+                     f"rm -f /tmp/{name}.json")
+    return "\n".join(lines)
+
+
+def list_command(guide: dict) -> str:
+    return (f"curl -s -m 5 '{_api(guide)}/api/v1beta1/pods?labels=k8sconf%3Dworkload'; "
+            f"echo '@@kubecfg'; {_kubecfg(guide)} list pods 2>&1")
+
+
+def parse_pods(text: str) -> dict[str, dict]:
+    """{pod id: {status, host, podIP}} from the API's v1beta1 pod list."""
+    try:
+        items = json.loads(text).get("items") or []
+        return {item["id"]: {key: (item.get("currentState") or {}).get(key) or ""
+                             for key in ("status", "host", "podIP")}
+                for item in items if isinstance(item, dict) and item.get("id")}
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return {}
+
+
+def all_running(pods: dict[str, dict], names: list[str]) -> bool:
+    return all(pods.get(n, {}).get("status") == "Running" and pods[n]["podIP"] for n in names)
+
+
+def container_pid_command(pod: str) -> str:
+    """The pid of the pod's container on this node (its namespace is the pod's)."""
+    return (f"docker inspect -f '{{{{.State.Pid}}}}' $(docker ps -q --filter "
+            f"'name=k8s_{CONTAINER}\\.[0-9a-f]*_{pod}\\.' | head -n 1)")
+
+
+def run(cluster: Cluster, connections, guide: dict, timeout: float,
+        deadline: float = DEADLINE) -> dict[str, dict[str, str]]:
+    """Create the pods, wait for them, ping between them; {node: {section: text}}."""
+    master = cluster.master
+    names = pod_names(cluster)
+    found: dict[str, dict[str, str]] = {n.name: {} for n in cluster.nodes}
+    created = connections[master.name].run(create_command(cluster, guide), sudo=True,
+                                           timeout=timeout, label="kubecfg create pods")
+    found[master.name]["pods_created"] = created.stdout + created.stderr
+    until = time.monotonic() + deadline
+    while True:
+        answer = connections[master.name].run(list_command(guide), sudo=True,
+                                              timeout=timeout, label="the pod list").stdout
+        api, _, table = answer.partition("@@kubecfg\n")
+        pods = parse_pods(api)
+        if all_running(pods, names) or time.monotonic() > until:
+            break
+        time.sleep(POLL)
+    found[master.name].update(pods=api, kubecfg_pods=table)
+    by_host = {info["host"].rstrip("/"): (name, info["podIP"]) for name, info in pods.items()
+               if info["status"] == "Running" and info["podIP"]}
+    mine = {n.name: by_host[n.private_ip] for n in cluster.nodes if n.private_ip in by_host}
+
+    def pings(node):
+        pod, _ = mine[node.name]
+        others = {other: ip for other, (_, ip) in mine.items() if other != node.name}
+        command = (f"pid=$({container_pid_command(pod)}) && "
+                   + ping_script("$pid", others))
+        try:
+            result = connections[node.name].run(command, sudo=True, timeout=timeout,
+                                                label="the pod pings")
+            found[node.name]["pod_pings"] = result.stdout + result.stderr
+        except Exception as exc:  # noqa: BLE001 - the node's own check says so
+            found[node.name]["pod_pings"] = str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(mine))) as pool:
+        list(pool.map(pings, [n for n in cluster.nodes if n.name in mine]))
+    return found
+
+
+def remove(cluster: Cluster, connections, guide: dict, timeout: float) -> None:
+    command = "; ".join(f"{_kubecfg(guide)} delete pods/{name} >/dev/null 2>&1"
+                        for name in pod_names(cluster))
+    connections[cluster.master.name].run(command, sudo=True, timeout=timeout,
+                                         label="kubecfg delete pods")

@@ -1,0 +1,56 @@
+"""Beyond the guide's text: the cluster runs work. A pod created through the API server with
+the guide's `kubecfg` reaches Running on every minion, the master included (the guide
+makes it a minion too), and pods on different nodes reach each other over flannel.
+
+The controller runs the pods before the facts are gathered (helpers/workload.py); these
+checks read what it saw."""
+import pytest
+
+from helpers import workload
+from helpers.checks import expect, guide_section
+
+pytestmark = guide_section("Workloads", "blocker")
+
+
+@pytest.fixture
+def pods(run_state, master_facts) -> dict[str, dict]:
+    if run_state.get("workload") != "ran":
+        pytest.skip(f"workload {run_state.get('workload', 'not run')} "
+                    "(never a release verdict)")
+    return workload.parse_pods(master_facts.section("pods"))
+
+
+def _evidence(facts, master_facts) -> dict:
+    return {"kubecfg list pods": master_facts.section("kubecfg_pods"),
+            "kubecfg create pods": master_facts.section("pods_created"),
+            "the kubelet's errors (journalctl -b -u kubelet)": facts.section("kubelet_errors"),
+            "docker ps -a": facts.section("docker_ps")}
+
+
+def test_a_pod_runs_on_the_node(node, facts, master_facts, pods):
+    mine = {name: info for name, info in pods.items()
+            if info["host"].rstrip("/") == node.private_ip}
+    running = [name for name, info in mine.items() if info["status"] == "Running"]
+    why = facts.section("kubelet_errors").strip().splitlines()
+    expect(bool(running), node.name, "a pod created through the API runs on the node",
+           expected=f"a pod bound to {node.private_ip} Running (within {workload.DEADLINE} s)",
+           found=(", ".join(f"{n} {i['status'] or 'no status'}" for n, i in mine.items())
+                  or f"no pod bound to {node.private_ip}")
+                 + (f"; the kubelet's last error: {why[-1][:300]}" if why else ""),
+           evidence=_evidence(facts, master_facts))
+
+
+def test_pod_reaches_the_pods_on_other_nodes(node, facts, master_facts, pods):
+    others = {info["host"].rstrip("/"): info["podIP"] for info in pods.values()
+              if info["status"] == "Running" and info["host"].rstrip("/") != node.private_ip}
+    reached = facts.pings("pod_pings")
+    policy, dropped = facts.dropped_during_pings("pod_pings")
+    unreachable = [name for name, ok in reached.items() if not ok]
+    expect(not unreachable and len(reached) == len(others), node.name,
+           "its pod reaches the pods on every other node (flannel's UDP backend)",
+           expected=f"{len(others)} pods reached: " + ", ".join(sorted(others.values())),
+           found=(f"unreachable: {', '.join(unreachable)}" if unreachable
+                  else f"{len(reached)} pinged") + (
+                 f"; FORWARD policy {policy} dropped {dropped} packets meanwhile"
+                 if dropped > 0 else ""),
+           evidence={"pod pings": facts.section("pod_pings"), **_evidence(facts, master_facts)})
