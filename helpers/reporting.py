@@ -93,16 +93,25 @@ def record_setup(config, inventory, state: dict) -> None:
 
 def _write_environment(target: Path, inventory, state: dict) -> None:
     boot = state.get("bootstrap") or {}
+    binaries = state.get("binaries") or {}
     props = {
         "provider": inventory.provider,
         "inventory": state.get("inventory", ""),
         "run_id": state.get("run_id", ""),
-        "binaries": "stand-ins" if boot.get("standins") else "real release binaries",
+        "binaries": ("stand-ins (NOT A RELEASE VERDICT)" if binaries.get("standins")
+                     else "the guide's real binaries" if binaries else "not shipped by this run"),
+        "binaries.origin": binaries.get("origin", ""),
+        "binaries.fallback": binaries.get("fallback", "") or "none",
+        "build.go": binaries.get("go", "") or "n/a",
+        "build.patches": ", ".join(binaries.get("patches") or []) or "none",
         "deviations": "; ".join(f"{k}={v[1]}" for k, v in (boot.get("deviations") or {}).items())
                       or "none",
     }
-    for name, digest in sorted((boot.get("checksums") or {}).items()):
-        props[f"sha256.{name}"] = digest
+    for name, info in sorted((binaries.get("binaries") or {}).items()):
+        props[f"version.{name}"] = info.get("version", "")
+        props[f"sha256.{name}"] = info.get("sha256", "")
+    for name, source in sorted((binaries.get("sources") or {}).items()):
+        props[f"source.{name}"] = f"{source.get('version')} tree sha256 {source.get('tree_sha256')}"
     props.update(state.get("node_os", {}))
     lines = [f"{k}={_escape(str(v))}" for k, v in props.items()]
     (target / "environment.properties").write_text(redact("\n".join(lines) + "\n"))

@@ -58,19 +58,24 @@ class SignOff:
     def counts(self) -> Counter:
         return Counter(outcome for outcome, *_ in self.results.values())
 
-    def verdict(self) -> str:
+    def verdict(self, state: dict | None = None) -> str:
         counts = self.counts()
         if not self.results:
             return "NO RESULT (nothing ran)"
-        return "FAIL" if counts["failed"] or counts["error"] or counts["xpassed"] else "PASS"
+        if counts["failed"] or counts["error"] or counts["xpassed"]:
+            return "FAIL"
+        binaries = (state or {}).get("binaries") or {}
+        if binaries.get("standins"):
+            return "NOT A RELEASE VERDICT (this project's stand-ins ran, not the guide's binaries)"
+        return "PASS"
 
     def markdown(self, state: dict) -> str:
         counts = self.counts()
-        lines = [f"# Conformance sign-off: {self.verdict()}", "",
+        lines = [f"# Conformance sign-off: {self.verdict(state)}", "",
                  f"- inventory: `{state.get('inventory', '?')}` (provider {state.get('provider', '?')}),"
                  f" run {state.get('run_id', '?')}",
-                 "- binaries: " + ("this project's stand-ins" if (state.get("bootstrap") or {}).get("standins")
-                                   else "as given by the inventory's artifacts"),
+                 *binaries_lines(state.get("binaries") or {}),
+                 *deviation_lines((state.get("bootstrap") or {}).get("deviations") or {}),
                  "- totals: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES), ""]
         lines += self._table("Area", 1) + [""] + self._table("Node", 2) + [""]
         advisories = [(nodeid, msg) for nodeid, (o, _, _, msg) in self.results.items() if o == "xfailed"]
@@ -128,3 +133,35 @@ class SignOff:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return text
+
+
+def binaries_lines(binaries: dict) -> list[str]:
+    """Which binaries ran: where from, each one's version and sha256, the patches."""
+    if not binaries:
+        return ["- binaries: not shipped by this run (--no-bootstrap): whatever /opt/bin holds"]
+    kind = ("this project's STAND-INS (not a release verdict)" if binaries.get("standins")
+            else "the guide's real binaries")
+    lines = [f"- binaries: {kind}, {binaries.get('origin', '?')}"]
+    if binaries.get("fallback"):
+        lines.append(f"  - fell back to the stand-ins: {binaries['fallback']}")
+    for name, info in sorted((binaries.get("binaries") or {}).items()):
+        lines.append(f"  - `{name}` {info.get('version') or '?'}, sha256 "
+                     f"`{info.get('sha256', '?')}`")
+    for name, source in sorted((binaries.get("sources") or {}).items()):
+        lines.append(f"  - source {name} {source.get('version')}: tree sha256 "
+                     f"`{source.get('tree_sha256')}` from {source.get('from')}")
+    if binaries.get("go"):
+        lines.append(f"  - built with {binaries['go']}")
+    lines += [f"  - patch `{patch}`" for patch in binaries.get("patches") or []]
+    return lines
+
+
+def deviation_lines(deviations: dict) -> list[str]:
+    """The declared deviations from the guide, as the report lists them."""
+    if not deviations:
+        return ["- deviations from the guide: none"]
+    lines = ["- deviations from the guide (declared in the inventory, applied by the bootstrap):"]
+    for name, (guide, applied) in sorted(deviations.items()):
+        lines.append(f"  - `{name}`: guide {guide!r}; applied {applied!r}")
+    return lines
+

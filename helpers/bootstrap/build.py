@@ -93,7 +93,7 @@ def tree_digest(tarball: Path, exclude: tuple[str, ...] = ()) -> str:
     tarball below its top folder, sorted by path."""
     entries = []
     try:
-        with tarfile.open(tarball) as tar:
+        with tarfile.open(tarball, "r:gz") as tar:
             for member in tar:
                 rel = member.name.partition("/")[2]
                 if not rel or member.isdir() or rel.startswith(exclude):
@@ -105,7 +105,8 @@ def tree_digest(tarball: Path, exclude: tuple[str, ...] = ()) -> str:
                     mode = "x" if member.mode & 0o111 else "-"
                     entries.append(f"{rel}\0{mode}\0{hashlib.sha256(data).hexdigest()}\n")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise SourcesUnavailable(f"{tarball}: not a readable tar.gz ({exc})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SourcesUnavailable(f"{tarball}: not a readable tar.gz ({reason})") from None
     digest = hashlib.sha256()
     for entry in sorted(entries):
         digest.update(entry.encode())
