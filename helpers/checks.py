@@ -42,6 +42,14 @@ def unit_evidence(facts: NodeFacts, unit: str) -> dict:
             f"journalctl -b -u {unit}": facts.journal(unit)}
 
 
+def dropped_there(cluster_facts, name: str, section: str) -> str:
+    """What the receiving node's FORWARD policy dropped while the pings ran, if anything:
+    a ping that fails is usually dropped where it arrives."""
+    other = cluster_facts.readable().get(name)
+    policy, dropped = other.dropped_during_pings(section) if other else ("", -1)
+    return f"; there, FORWARD policy {policy} dropped {dropped} packets" if dropped > 0 else ""
+
+
 def readable(function, *args):
     """Call a facts parser; a garbled node answer fails the check instead of erroring."""
     try:

@@ -3,7 +3,7 @@ container on every other node across the flannel subnets.
 
 The facts round starts one probe container per node; the next round has each of them
 ping all the others (helpers/facts.py), so this check only reads the answers."""
-from helpers.checks import expect, guide_section
+from helpers.checks import dropped_there, expect, guide_section
 
 pytestmark = guide_section("Container networking", "blocker")
 
@@ -21,7 +21,9 @@ def test_container_reaches_every_other_node(node, facts, cluster_facts):
     unreachable = [name for name in targets if not reached.get(name)]
     expect(not unreachable, node.name, "its container reaches a container on every other node",
            expected=", ".join(f"{n} ({ip})" for n, ip in targets.items()),
-           found="unreachable: " + ", ".join(f"{n} ({targets[n]})" for n in unreachable),
+           found="unreachable: " + ", ".join(
+               f"{n} ({targets[n]}{dropped_there(cluster_facts, n, 'pings')})"
+               for n in unreachable),
            evidence={"pings": facts.section("pings"), "ip route": facts.section("ip_route"),
                      "ip addr": facts.section("ip_addr")})
 

@@ -130,6 +130,9 @@ def _state(**extra) -> dict:
     return {"run_id": "20250101-000000-abcd", "inventory": "/x/local.yaml",
             "bootstrap": {"standins": True, "checksums": {"kubelet": "ab" * 32},
                           "deviations": {"docker_storage_flag": ("-s btrfs", "-s vfs")}},
+            "binaries": {"standins": True, "origin": "artifacts.dir /x/standins",
+                         "binaries": {"kubelet": {"sha256": "ab" * 32,
+                                                  "version": "Kubernetes v0.7.0-standin"}}},
             "node_os": {"versions_from": "coreos-1", "node_os": "Debian GNU/Linux 12 (bookworm)",
                         "node_kernel": "6.1.0-18-amd64", "docker_version": "20.10.24+dfsg1",
                         "etcd_version": "3.4.23"},
@@ -142,7 +145,10 @@ def test_environment_properties_has_the_node_versions(tmp_path, no_ci):
     reporting.record_setup(config_for(results), SimpleNamespace(provider="local"), _state())
     lines = (results / "environment.properties").read_text().splitlines()
     props = dict(line.split("=", 1) for line in lines)
-    assert props["provider"] == "local" and props["binaries"] == "stand-ins"
+    assert props["provider"] == "local"
+    assert props["binaries"] == "stand-ins (NOT A RELEASE VERDICT)"
+    assert props["binaries.origin"] == "artifacts.dir /x/standins"
+    assert props["version.kubelet"] == "Kubernetes v0.7.0-standin"
     assert props["node_os"] == "Debian GNU/Linux 12 (bookworm)"
     assert props["node_kernel"] == "6.1.0-18-amd64"
     assert props["docker_version"] == "20.10.24+dfsg1"
