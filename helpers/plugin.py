@@ -23,20 +23,8 @@ STATE_KEY = "k8sconf_state_file"
 FACTS_KEY = "k8sconf_facts_file"
 
 
-def pytest_addoption(parser):
-    group = parser.getgroup("k8sconf", "Kubernetes-on-CoreOS conformance")
-    group.addoption("--inventory", metavar="PATH", default=None,
-                    help="inventory YAML: a path, or a name in inventories/ "
-                         f"(default: ${inventory_mod.ENV_VAR} or inventories/local.yaml)")
-    group.addoption("--keep-cluster", action="store_true",
-                    help="do not destroy the cluster at the end (see --reuse-cluster)")
-    group.addoption("--reuse-cluster", action="store_true",
-                    help="test the cluster a --keep-cluster run left, instead of creating one")
-    group.addoption("--no-bootstrap", action="store_true",
-                    help="attach to an installed cluster and only check it")
-    group.addoption("--require-real", action="store_true",
-                    help="refuse to fall back to this project's stand-ins when the real "
-                         "binaries cannot be built (CI uses this)")
+# The options (--inventory, --reports-dir, ...) are helpers/entry.py's: the entry point that
+# registers this module, so that pytest knows them before it reads the command line.
 
 
 def _is_conformance_run(config) -> bool:
@@ -106,7 +94,7 @@ class ConformanceRun:
             self._reports_lock.acquire(timeout=0)
         except filelock.Timeout:
             raise pytest.UsageError(f"another conformance run is using {REPORTS}; wait for "
-                                    "it, or set K8SCONF_REPORTS to run a second one elsewhere"
+                                    "it, or give --reports-dir to run a second one elsewhere"
                                     ) from None
 
     @pytest.hookimpl(optionalhook=True)
