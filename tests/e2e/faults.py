@@ -90,8 +90,10 @@ class Lab:
         self.sh(name, "systemctl daemon-reload")
 
     def restart_chain(self, name: str, unit: str) -> None:
-        """Restart `unit` and every guide unit ordered after it, in one transaction."""
-        units = chain(self.role(name), unit)
+        """Restart `unit` and every unit ordered after it (the guide's, and the declared
+        deviations' own: docker-api-pin.service), in one transaction."""
+        units = chain(self.role(name), unit,
+                      "kubelet_docker_api" in self.inventory.deviations.declared())
         self.sh(name, "systemctl restart " + " ".join(units), timeout=180)
 
     def subnet_env(self, name: str) -> dict[str, str]:
@@ -118,10 +120,12 @@ class Lab:
             time.sleep(1)
 
 
-def chain(role: str, unit: str) -> list[str]:
+def chain(role: str, unit: str, api_pin: bool = True) -> list[str]:
     """`unit` (if the guide puts it on this role, or etcd) and, transitively, every guide
-    unit of the role whose After= names one of them."""
-    units = spec.units_for(role)
+    unit of the role whose After= names one of them; with the kubelet_docker_api
+    deviation, its docker-api-pin.service too (Requires= docker: it stops with docker and
+    nothing else starts it again)."""
+    units = spec.units_for(role) + ((spec.DOCKER_API_PIN,) if api_pin else ())
     found = [unit]
     grew = True
     while grew:
@@ -136,6 +140,7 @@ def chain(role: str, unit: str) -> list[str]:
 # -- snapshots: what restore must give back ----------------------------------------------
 
 GUIDE_UNITS = " ".join(u.name for u in spec.UNITS)
+API_PIN = spec.DOCKER_API_PIN.name     # the kubelet_docker_api deviation's unit
 ORDER_PROPS = ("Id,InactiveExitTimestampMonotonic,InactiveEnterTimestampMonotonic,"
                "ActiveEnterTimestampMonotonic")
 SNAPSHOT = f"""
@@ -144,12 +149,14 @@ echo '## drop-ins'; find {spec.UNIT_DIR} -mindepth 2 -path '*.service.d/*' | sor
 echo '## enabled'; ls {spec.UNIT_DIR}/{spec.WANTED_BY}.wants | sort
 echo '## /opt/bin'; cd {spec.BIN_DIR} && sha256sum * | sort
 echo '## subnet.env'; cat {spec.SUBNET_ENV}
-echo '## active'; systemctl is-active etcd.service {GUIDE_UNITS} {SECOND_API_UNIT} 2>&1
+echo '## active'; systemctl is-active etcd.service {GUIDE_UNITS} {API_PIN} {SECOND_API_UNIT} 2>&1
 echo '## failed'; systemctl list-units --failed --plain --no-legend --no-pager
 echo '## iptables'; iptables -S | sort
 echo '## listening'; ss -Hltn | awk '{{print $4}}' | sort
 echo '## docker0'; ip -4 -o addr show dev docker0 | awk '{{print $4}}'
-echo '## containers'; docker ps -aq | wc -l
+echo '## containers'; docker ps --format '{{{{.Names}}}}' | grep -vc '^k8s_'"""
+# the kubelet's own containers (k8s_*) come and go with the suite's pods: not counted
+SNAPSHOT += f"""
 echo '## order'; systemctl show etcd.service {GUIDE_UNITS} -p {ORDER_PROPS}
 """
 MASTER_SNAPSHOT = f"""
@@ -398,7 +405,7 @@ def kubelet_started_before_docker(node: str):
     def apply(lab: Lab):
         lab.sh(node, "systemctl stop kubelet.service docker.service && "
                      "systemctl start --job-mode=ignore-dependencies kubelet.service && "
-                     "sleep 1 && systemctl start docker.service")
+                     f"sleep 1 && systemctl start docker.service {API_PIN}")
 
     def restore(lab: Lab):
         lab.restart_chain(node, spec.DOCKER)
@@ -442,6 +449,42 @@ def second_api_on_minion(node: str):
 def unit_enabled(node: str, unit: str, enabled: bool):
     return commands(node, f"systemctl {'enable' if enabled else 'disable'} {unit}",
                     f"cd {spec.UNIT_DIR} && systemctl {'disable' if enabled else 'enable'} {unit}")
+
+
+def forward_accept_removed(node: str):
+    """Undo the deviation docker_forward_accept on a node: delete the two FORWARD ACCEPT
+    rules docker.service's ExecStartPost inserted; restore inserts them as it does."""
+    net = spec.DEFAULTS["flannel_network"]
+    rules = [f"FORWARD {d} {net} -j ACCEPT" for d in ("-s", "-d")]
+    return commands(node, " && ".join(f"iptables -w -D {r}" for r in rules),
+                    " && ".join(f"iptables -w -I {r}" for r in rules))
+
+
+def pause_image_unlabelled(node: str):
+    """kubernetes/pause:latest as a pull would leave it: the same build/pause, imported
+    without our preload label; the preload is kept aside under another tag."""
+    aside = "k8sfault/pause:preload"
+    return commands(
+        node, f"docker tag {spec.PAUSE_IMAGE} {aside} && docker rmi {spec.PAUSE_IMAGE} && "
+              f"docker import -c 'CMD [\"/pause\"]' {spec.DEVIATION_DIR}/pause.tar "
+              f"{spec.PAUSE_IMAGE} >/dev/null",
+        f"docker tag {aside} {spec.PAUSE_IMAGE} && docker rmi {aside} >/dev/null")
+
+
+PINNED_SOCKET_UNIT = "k8sfault-docker-sock-pin.service"
+
+
+def docker_socket_pinned(node: str):
+    """What would fix the start-request advisory: Docker's own socket serves unversioned
+    requests as API v1.15 (a docker-api-pin in front of the daemon's socket, moved aside)."""
+    sock, aside = spec.DOCKER_SOCKET, f"{spec.DOCKER_SOCKET}.k8sfault"
+    return commands(
+        node, f"mv {sock} {aside} && systemd-run --unit={PINNED_SOCKET_UNIT} "
+              f"{spec.DEVIATION_DIR}/docker-api-pin -listen {sock} -docker {aside} "
+              f"-api-version 1.15 && for i in $(seq 50); do [ -S {sock} ] && break; "
+              "sleep 0.1; done && docker version >/dev/null",
+        f"systemctl stop {PINNED_SOCKET_UNIT}; rm -f {sock} && mv {aside} {sock} && "
+        "docker version >/dev/null")
 
 
 def forward_drop(node: str):
@@ -507,6 +550,8 @@ class Fault:
     slow: bool = False                  # a registration check waits its DEADLINE
     control: bool = False               # no fault: a routine operation, nothing may fail
     note: str = ""
+    # check -> a text its failure message must contain (what the fault is known by)
+    message: dict = field(default_factory=dict)
 
     @property
     def alone(self) -> bool:
@@ -529,9 +574,11 @@ def node_of(check: str) -> str | None:
 
 def plan_rounds(faults: list[Fault], one_by_one: bool = False) -> list[list[Fault]]:
     """Group faults into suite runs: faults whose scopes (nodes) are disjoint share a run,
-    so that every failing check is attributed to exactly one fault by its node."""
+    so that every failing check is attributed to exactly one fault by its node. Slow
+    faults (a run that waits out the workload's or the registration's deadline) are
+    placed first, so that they share runs with each other rather than slow down many."""
     rounds: list[list[Fault]] = []
-    for fault in faults:
+    for fault in sorted(faults, key=lambda f: not f.slow):
         for batch in ([] if one_by_one or fault.alone else rounds):
             if not any(f.alone for f in batch) and all(
                     not (f.scope() & fault.scope()) for f in batch):
@@ -548,6 +595,17 @@ def t(check: str, *params: str) -> str:
 
 def unit_check(check: str, node: str, unit: str, *more: str) -> str:
     return t(check, node, unit.removesuffix(".service"), *more)
+
+
+# A kubelet the master cannot reach: the v0.7 API server's minion registry checks each
+# kubelet's health and leaves that minion out of its lists, but the scheduler still binds
+# a pod there, and from then on the API's pod list fails (HTTP 500, "Error listing
+# minions"): no node's pod can be seen Running.
+KUBELET_UNREACHABLE = ("the API leaves the minion out of its list, and the pod bound to it "
+                       "makes the API's pod list fail for every node")
+WORKLOAD_EVERYWHERE = tuple(t(c, n) for c in ("test_a_pod_runs_on_the_node",
+                                              "test_pod_reaches_the_pods_on_other_nodes")
+                            for n in NODES)
 
 
 def _faults() -> list[Fault]:
@@ -597,20 +655,34 @@ def _faults() -> list[Fault]:
         stop_unit(B, "kubelet.service"),
         [unit_check("test_unit_is_active", B, "kubelet"),
          t("test_kubelet_listens_on_the_private_ip", B), t("test_kubelet_is_healthy", B),
-         t("test_kubelet_reachable_from_the_master", B)], [B])
-    add("docker-daemon-down", "docker.service stopped",
+         t("test_kubelet_reachable_from_the_master", B),
+         t("test_kubelet_is_reachable_only_on_the_private_address", B),
+         t("test_kubecfg_lists_every_node", M), t("test_api_lists_every_node", M),
+         *WORKLOAD_EVERYWHERE], [B], slow=True,
+        note=KUBELET_UNREACHABLE)
+    add("docker-daemon-down", "docker.service stopped (docker-api-pin.service with it)",
         stop_unit(A, spec.DOCKER),
         [unit_check("test_unit_is_active", A, "docker"), t("test_docker_daemon_answers", A),
-         t("test_docker_applies_the_flannel_mtu", A), t("test_kubelet_is_healthy", A),
-         t("test_kubelet_reachable_from_the_master", A),
-         t("test_container_reaches_every_other_node", A)], [A])
+         t("test_docker_applies_the_flannel_mtu", A),
+         t("test_container_reaches_every_other_node", A),
+         t("test_forward_chain_passes_container_traffic", A),
+         t("test_a_pod_runs_on_the_node", A), t("test_pod_reaches_the_pods_on_other_nodes", A)],
+        [A], slow=True, note="the v0.7 kubelet's /healthz does not look at Docker: it stays ok")
     add("flannel-stopped", "flannel.service stopped (docker's Requires= stops docker too)",
         stop_unit(A, spec.FLANNEL),
         [unit_check("test_unit_is_active", A, "flannel"),
          unit_check("test_unit_is_active", A, "docker"), t("test_docker_daemon_answers", A),
-         t("test_docker_applies_the_flannel_mtu", A), t("test_kubelet_is_healthy", A),
-         t("test_kubelet_reachable_from_the_master", A),
-         t("test_container_reaches_every_other_node", A)], [A])
+         t("test_docker_applies_the_flannel_mtu", A),
+         t("test_container_reaches_every_other_node", A),
+         t("test_forward_chain_passes_container_traffic", A),
+         t("test_a_pod_runs_on_the_node", A), t("test_pod_reaches_the_pods_on_other_nodes", A)],
+        [A], slow=True)
+    add("docker-api-pin-stopped", "docker-api-pin.service stopped on a minion (deviation "
+        "kubelet_docker_api): the kubelet cannot reach Docker",
+        commands(B, f"systemctl stop {API_PIN}", f"systemctl start {API_PIN}"),
+        [t("test_a_pod_runs_on_the_node", B), t("test_pod_reaches_the_pods_on_other_nodes", B)],
+        [B], slow=True, message={t("test_a_pod_runs_on_the_node", B): "docker-api-pin.sock"},
+        note="the message quotes the kubelet's error: dial unix /run/docker-api-pin.sock")
     add("etcd-member-down", "etcd stopped on a minion (flannel and docker left running)",
         stop_unit(B, "etcd.service", ignore_dependencies=True),
         [t("test_etcd_is_healthy_with_every_member", B), t("test_network_config_equals_the_spec", B),
@@ -634,7 +706,9 @@ def _faults() -> list[Fault]:
         [t("test_docker0_carries_the_flannel_subnet", A),
          unit_check("test_unit_runs_the_guide_command", A, "docker"),
          t("test_container_reaches_every_other_node", M),
-         t("test_container_reaches_every_other_node", B)], [A],
+         t("test_container_reaches_every_other_node", B),
+         t("test_pod_reaches_the_pods_on_other_nodes", M),
+         t("test_pod_reaches_the_pods_on_other_nodes", B)], [A],
         note="the node's own containers still reach out (docker masquerades its bridge "
              "subnet), but no other node can reach them")
     add("docker-mtu-mismatch", "docker.service drop-in: --mtu=1400",
@@ -648,14 +722,27 @@ def _faults() -> list[Fault]:
             **env, "FLANNEL_SUBNET": lab.subnet_env(M)["FLANNEL_SUBNET"]}, True),
         [t("test_subnet_is_unique_across_nodes", M), t("test_subnet_is_unique_across_nodes", B),
          t("test_etcd_lease_names_the_private_ip", B),
-         t("test_container_reaches_every_other_node", B)], [B])
+         t("test_container_reaches_every_other_node", B),
+         t("test_pod_reaches_the_pods_on_other_nodes", B)], [B])
     add("network-config-changed", "etcd's /coreos.com/network/config set to 10.200.0.0/16",
         network_config_changed(),
         [t(c, n) for c in ("test_network_config_equals_the_spec",
                            "test_subnet_lies_in_the_network_stored_in_etcd") for n in NODES],
         [M])
     add("dataplane-cut", "iptables -I FORWARD -s 10.100.0.0/16 -j DROP on a minion",
-        forward_drop(B), [t("test_container_reaches_every_other_node", n) for n in NODES], [B])
+        forward_drop(B), [t(c, n) for c in ("test_container_reaches_every_other_node",
+                                            "test_pod_reaches_the_pods_on_other_nodes")
+                          for n in NODES], [B],
+        note="an explicit DROP rule, not the policy: the FORWARD policy counter stays 0")
+    add("forward-accept-removed", "the docker_forward_accept deviation undone on a minion: "
+        "its two FORWARD ACCEPT rules for 10.100.0.0/16 deleted (policy DROP left alone)",
+        forward_accept_removed(B),
+        [t(c, n) for c in ("test_container_reaches_every_other_node",
+                           "test_pod_reaches_the_pods_on_other_nodes") for n in (M, A)]
+        + [t("test_forward_chain_passes_container_traffic", B)], [B],
+        message={t("test_forward_chain_passes_container_traffic", B): "policy DROP dropped"},
+        note="traffic into the node's containers is dropped by the policy; their own "
+             "pings out still get answers (Docker accepts RELATED,ESTABLISHED to docker0)")
     add("docker-unit-in-1x-syntax", "docker.service rewritten to the guide's Docker 1.x line "
         "(daemon-reload; the running daemon is left alone)",
         drop_in(M, spec.DOCKER, "ExecStart=\nExecStart=/usr/bin/docker -d -s=btrfs -H fd:// "
@@ -667,37 +754,45 @@ def _faults() -> list[Fault]:
     add("apiserver-on-all-interfaces", "apiserver drop-in: -address=0.0.0.0",
         drop_in(M, spec.APISERVER, lambda lab: exec_start(lab, M, spec.APISERVER,
                                                           address="0.0.0.0"), restart=True),
-        [t("test_api_server_is_not_exposed", M, "public"),
-         t("test_api_server_is_not_exposed", M, "private"),
-         unit_check("test_unit_runs_the_guide_command", M, "apiserver")], [M])
+        [t("test_api_server_is_reachable_only_on_loopback", M),
+         unit_check("test_unit_runs_the_guide_command", M, "apiserver")], [M],
+        message={t("test_api_server_is_reachable_only_on_loopback", M): "0.0.0.0:8080"})
     # the insecure-port advisory must still xfail here: it reads -port, not the socket
     add("apiserver-down", "apiserver.service stopped",
         stop_unit(M, spec.APISERVER),
         [unit_check("test_unit_is_active", M, "apiserver"),
          t("test_api_server_answers_on_loopback", M), t("test_kubecfg_lists_every_node", M),
-         t("test_api_lists_every_node", M)],
+         t("test_api_lists_every_node", M),
+         t("test_api_server_is_reachable_only_on_loopback", M), *WORKLOAD_EVERYWHERE],
         [M], slow=True)
     add("kubelet-on-public-address", "kubelet drop-in: -address=${COREOS_PUBLIC_IPV4}",
         drop_in(A, "kubelet.service", lambda lab: exec_start(
             lab, A, "kubelet.service", address="${COREOS_PUBLIC_IPV4}"), restart=True),
         [t("test_kubelet_listens_on_the_private_ip", A), t("test_kubelet_is_healthy", A),
          t("test_kubelet_reachable_from_the_master", A),
-         t("test_kubelet_not_bound_to_the_public_address", A),
-         unit_check("test_unit_runs_the_guide_command", A, "kubelet")], [A])
+         t("test_kubelet_is_reachable_only_on_the_private_address", A),
+         unit_check("test_unit_runs_the_guide_command", A, "kubelet"),
+         t("test_kubecfg_lists_every_node", M), t("test_api_lists_every_node", M),
+         *WORKLOAD_EVERYWHERE], [A], slow=True,
+        message={t("test_kubelet_is_reachable_only_on_the_private_address", A):
+                 "reachable from the public"}, note=KUBELET_UNREACHABLE)
     add("minion-not-registered", "controller-manager stopped, a minion DELETEd via the API",
         minion_unregistered(),
         [unit_check("test_unit_is_active", M, "controller-manager"),
-         t("test_kubecfg_lists_every_node", M), t("test_api_lists_every_node", M)], [M],
-        slow=True)
+         t("test_kubecfg_lists_every_node", M), t("test_api_lists_every_node", M),
+         t("test_a_pod_runs_on_the_node", B), t("test_pod_reaches_the_pods_on_other_nodes", B)],
+        [M, B], slow=True, note="the scheduler no longer knows the minion: its pod stays "
+                               "unassigned (one hostPort per minion)")
     add("kubecfg-table-broken", "kubecfg prints a wrong table header",
-        kubecfg_wrapper(M, 'case " $* " in *" list "*) "{real}" "$@" | sed "1s/.*/MINION/"; '
-                           'exit;; esac\nexec "{real}" "$@"\n'),
+        kubecfg_wrapper(M, 'case " $* " in *" list minions "*) "{real}" "$@" | '
+                           'sed "1s/.*/MINION/"; exit;; esac\nexec "{real}" "$@"\n'),
         [t("test_kubecfg_lists_every_node", M), t("test_binaries_identical_on_every_node", M)],
         [M], slow=True)
-    add("kubecfg-version-broken", "kubecfg -version prints no Kubernetes version",
-        kubecfg_wrapper(M, 'case " $* " in *" -version "*) echo "kubecfg (unknown build)"; '
+    add("kubecfg-version-other", "a kubecfg wrapper whose -version prints another release",
+        kubecfg_wrapper(M, 'case " $* " in *" -version "*) echo "Kubernetes v0.6.2"; '
                            'exit 0;; esac\nexec "{real}" "$@"\n'),
-        [t("test_kubecfg_version_answers", M), t("test_binaries_identical_on_every_node", M)], [M])
+        [t("test_kubecfg_version_answers", M), t("test_binaries_identical_on_every_node", M)], [M],
+        message={t("test_kubecfg_version_answers", M): "Kubernetes v0.6.2"})
 
     # -- binaries ---------------------------------------------------------------------------
     add("binary-missing-on-minion", "/opt/bin/kube-proxy missing on a minion",
@@ -730,11 +825,30 @@ def _faults() -> list[Fault]:
         [t("test_api_server_serves_no_insecure_port", M),
          t("test_api_server_answers_on_loopback", M), t("test_kubecfg_lists_every_node", M),
          t("test_api_lists_every_node", M),
-         unit_check("test_unit_runs_the_guide_command", M, "apiserver")], [M], slow=True)
+         unit_check("test_unit_runs_the_guide_command", M, "apiserver"), *WORKLOAD_EVERYWHERE],
+        [M], slow=True)
+    add("advisory-read-only-port-fixed", "apiserver drop-in: -read_only_port=0 (no "
+        "unauthenticated read-only API on the public address)",
+        drop_in(M, spec.APISERVER, lambda lab: exec_start(lab, M, spec.APISERVER)
+                + " -read_only_port=0", restart=True),
+        [t("test_api_server_read_only_port_is_not_exposed", M),
+         unit_check("test_unit_runs_the_guide_command", M, "apiserver")], [M])
+
+    # -- the declared deviations' advisories "fixed" where a fix exists ---------------------
+    add("advisory-forward-policy-accept", "iptables -P FORWARD ACCEPT on a minion (as Docker "
+        "1.x left it)",
+        commands(A, "iptables -w -P FORWARD ACCEPT", "iptables -w -P FORWARD DROP"),
+        [t("test_guide_docker_forwards_flannel_traffic", A)], [A])
+    add("advisory-pause-image-pulled", f"{spec.PAUSE_IMAGE} without our preload label (as "
+        "the kubelet's pull would leave it)", pause_image_unlabelled(B),
+        [t("test_pause_image_is_dockers_own", B)], [B])
+    add("advisory-docker-socket-pinned", "Docker's own socket serves unversioned requests as "
+        "API v1.15 (a docker-api-pin in front of it)", docker_socket_pinned(M),
+        [t("test_docker_accepts_the_kubelets_start_request", M)], [M])
 
     # -- a control, no fault: routine operations after which every check still passes ---
     add("control-docker-restarted-alone", "no fault: `systemctl restart docker.service` "
-        "alone, as an operator would", restart_alone(B, spec.DOCKER), (), [B], control=True,
+        "alone, as an operator would", restart_alone(A, spec.DOCKER), (), [A], control=True,
         note="the start-order check once took this for a violation (it compared with the "
              "dependency's last activation); it now must not fail")
 

@@ -15,11 +15,12 @@ from helpers.inventory import ROOT
 
 
 def inventory_file(tmp: Path, prefix: str, octet: int, **overrides) -> Path:
-    """local.yaml with its own prefix and 192.168.<octet>.0/24 + 10.<100+octet>.0.0/24."""
+    """local.yaml with its own prefix and 192.168.<octet>.0/24 + 10.<100+octet>.0.0/24:
+    the guide's real binaries (built from source, cached) and local.yaml's deviations."""
     data = yaml.safe_load((ROOT / "inventories" / "local.yaml").read_text())
-    data["local"] = {"prefix": prefix, "public_network": f"192.168.{octet}.0/24",
+    data["local"] = {**data.get("local", {}), "prefix": prefix,
+                     "public_network": f"192.168.{octet}.0/24",
                      "private_network": f"10.{100 + octet}.0.0/24"}
-    data["artifacts"]["dir"] = str(ROOT / "helpers" / "standins")
     for key, value in overrides.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp / f"{prefix}.yaml"

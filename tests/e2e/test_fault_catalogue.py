@@ -119,6 +119,7 @@ class Outcome:
     failing: dict[str, str] = field(default_factory=dict)
     round: int = 0
     control: bool = False
+    wrong_messages: list[str] = field(default_factory=list)
 
 
 class Catalogue:
@@ -141,8 +142,7 @@ class Catalogue:
 
     def _write_inventory(self, name: str, overrides: dict) -> Path:
         data = yaml.safe_load((ROOT / "inventories" / "local.yaml").read_text())
-        data["local"] = {**data.get("local", {}), **LOCAL}
-        data["artifacts"]["dir"] = str(ROOT / "helpers" / "standins")
+        data["local"] = {**data.get("local", {}), **LOCAL}   # the real binaries, as local.yaml
         for key, value in overrides.items():
             data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
         path = self.work / name
@@ -284,7 +284,10 @@ class Catalogue:
                                if not names_its_node(n, mine[n])),
                 restore_problems=problems[fault.name] + incomplete,
                 seconds=seconds / len(faults), suite_seconds=run.seconds, failing=mine,
-                round=index, control=fault.control)
+                round=index, control=fault.control,
+                wrong_messages=[f"{n}: no {text!r} in {check_message(mine[n])[:300]!r}"
+                                for n, text in fault.message.items()
+                                if n in mine and text not in mine[n]])
 
     def normal_run_seconds(self) -> float:
         """The median suite run of the rounds so far without a waiting (slow) fault."""
@@ -321,6 +324,8 @@ def describe(outcome: Outcome) -> str:
     for name in outcome.unnamed:
         lines.append(f"  message does not start with its node: {name}: "
                      f"{outcome.failing[name][:200]!r}")
+    for problem in outcome.wrong_messages:
+        lines.append(f"  message does not say what the fault is: {problem}")
     for problem in outcome.restore_problems:
         lines.append(f"  RESTORE: {problem}")
     return "\n".join(lines)
@@ -386,7 +391,7 @@ def test_fault_fails_exactly_its_checks(fault: Fault, catalogue: Catalogue):
     print(f"\n{fault.name} (run {outcome.round}): {len(outcome.failing)} failing, suite "
           f"{outcome.suite_seconds:.1f} s, share of the run {outcome.seconds:.1f} s")
     ok = (outcome.detected and not outcome.false_positives and not outcome.unnamed
-          and not outcome.restore_problems)
+          and not outcome.restore_problems and not outcome.wrong_messages)
     assert ok, describe(outcome)
     if hung:
         _assert_hung_node_bounded(fault, catalogue, outcome)
