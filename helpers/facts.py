@@ -105,6 +105,7 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
     kubelet = guide["kubelet_port"]
     sections = {
         "boot_id": "cat /proc/sys/kernel/random/boot_id",
+        "versions": VERSIONS_COMMAND,
         "environment": f"cat {spec.NODE_ENVIRONMENT}",
         "unit_files": f"cd {spec.UNIT_DIR} && for u in {units}; do [ -f $u ] && "
                       "{ echo \"### $u\"; cat $u; }; done",
@@ -145,7 +146,6 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
     }
     if node.is_master:
         sections.update({
-            "versions": VERSIONS_COMMAND,
             "api_minions": Http(f"{api}/api/v1beta1/minions"),
             "kubecfg_minions": f"{spec.BIN_DIR}/kubecfg -h {api} list minions",
             "kubecfg_version": f"{spec.BIN_DIR}/kubecfg -version",

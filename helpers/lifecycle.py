@@ -117,7 +117,10 @@ class ClusterLifecycle:
         cls = provider_class(self.inventory.provider)
         previous = self._previous_state()
         if self.reuse and previous:
-            run_id = state["run_id"] = previous.get("run_id", run_id)
+            # the cluster keeps the id it was made with (DigitalOcean tags, names); this
+            # run's own id names its sign-off bundle
+            run_id = previous.get("cluster_run_id") or previous.get("run_id", run_id)
+        state["cluster_run_id"] = run_id
         provider = cls(self.inventory, CLUSTER_DIR, run_id)
         provider.preflight()
         binaries = self._binaries() if self.do_bootstrap else None
@@ -144,8 +147,12 @@ class ClusterLifecycle:
                 standins = (state.get("binaries") or {}).get("standins", False)
                 state["workload"] = ("not run: the stand-ins start no containers" if standins
                                      else "ran")
-                state["node_os"] = self._node_versions(
-                    self._gather_facts(connections, with_workload=not standins))
+                found = self._gather_facts(connections, with_workload=not standins)
+                state["node_os"] = self._node_versions(found)
+                state["node_versions"] = {name: self._versions_of(f) for name, f in found.items()
+                                          if isinstance(f, facts_mod.NodeFacts)}
+                state["unreadable"] = sorted(n for n, f in found.items()
+                                             if not isinstance(f, facts_mod.NodeFacts))
         state["steps"] = self.steps.as_dicts()
         write_state(state)
         return state
@@ -247,8 +254,12 @@ class ClusterLifecycle:
         facts = found.get(master.name)
         if not isinstance(facts, facts_mod.NodeFacts):
             return versions | {"versions_error": str(facts)}
-        return versions | parse_versions(facts.section("versions") + "\ndocker="
-                                         + facts.section("docker_version").strip())
+        return versions | self._versions_of(facts)
+
+    @staticmethod
+    def _versions_of(facts: facts_mod.NodeFacts) -> dict[str, str]:
+        return parse_versions(facts.section("versions") + "\ndocker="
+                              + facts.section("docker_version").strip())
 
     # -- tear down -----------------------------------------------------------------------
     def teardown(self) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
-from helpers import lifecycle, reporting, spec
+from helpers import bundle, lifecycle, reporting, spec
+from helpers import waivers as waivers_mod
 from helpers.providers import Cluster, ProviderUnavailable, provider_class
 from helpers.paths import REPORTS
 from helpers.summary import SUMMARY, SignOff
@@ -46,22 +47,38 @@ def pytest_configure(config):
         path = inventory_mod.resolve_path(config.option.inventory,
                                           Path(config.invocation_params.dir))
         inventory = inventory_mod.load(path)
-    except inventory_mod.InventoryError as exc:
+        waivers = _waivers(config)
+    except (inventory_mod.InventoryError, waivers_mod.WaiverError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(ConformanceRun(config, path, inventory), "k8sconf-run")
+    if waivers:
+        roles = {n.name: n.role for n in inventory.node_specs()}
+        config.pluginmanager.register(
+            waivers_mod.WaiverHook(waivers, roles, inventory.provider), "k8sconf-waivers")
+    config.pluginmanager.register(ConformanceRun(config, path, inventory, waivers),
+                                  "k8sconf-run")
+
+
+def _waivers(config) -> list:
+    """--waivers FILE, checked before anything is created (also under --collect-only)."""
+    value = config.getoption("waivers", default=None)
+    if not value:
+        return []
+    path = Path(value)
+    path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
+    return waivers_mod.load(path)
 
 
 class ConformanceRun:
     """Hooks and fixtures of one conformance run."""
 
-    def __init__(self, config, inventory_path: Path, inventory):
+    def __init__(self, config, inventory_path: Path, inventory, waivers=()):
         self.config, self.inv_path, self.inv = config, inventory_path, inventory
         self.worker = hasattr(config, "workerinput")
         self.lifecycle: lifecycle.ClusterLifecycle | None = None
         self.signoff = None
         self._reports_lock = None
         if not self.worker and not config.option.collectonly:
-            self.signoff = SignOff()
+            self.signoff = SignOff(config, inventory_path, waivers)
             config.pluginmanager.register(self.signoff, "k8sconf-signoff")
 
     # -- controller: set up before the workers start, tear down after they end --------
@@ -164,11 +181,25 @@ class ConformanceRun:
         if self.signoff is None:
             return
         state = lifecycle.read_state() if lifecycle.STATE_FILE.exists() else {}
-        text = reporting.redact(self.signoff.write(state))
+        text = self.signoff.write(state)
         terminalreporter.section("conformance sign-off")
         for line in text.splitlines():
             terminalreporter.write_line(line)
-        terminalreporter.write_line(f"(written to {SUMMARY})")
+        terminalreporter.write_line(f"(written to {SUMMARY} and {SUMMARY.with_suffix('.json')})")
+        if state.get("run_id"):
+            sealed = self._seal(state)
+            terminalreporter.write_line(f"sealed sign-off bundle: {sealed} "
+                                        "(check it: bash scripts/verify-bundle FILE)")
+
+    def _seal(self, state: dict) -> Path:
+        option = self.config.option
+        files = {"summary.md": SUMMARY, "summary.json": SUMMARY.with_suffix(".json"),
+                 "facts.json": lifecycle.FACTS_FILE}
+        if getattr(option, "xmlpath", None):
+            files["junit.xml"] = Path(option.xmlpath)
+        if reporting.results_dir(self.config):
+            files["allure-results"] = reporting.results_dir(self.config)
+        return bundle.write(REPORTS, state, self.inv_path, inventory_mod.ROOT, files)
 
     # -- fixtures ----------------------------------------------------------------------------
     @pytest.fixture(scope="session")
@@ -193,7 +224,8 @@ class ConformanceRun:
     @pytest.fixture(scope="session")
     def provider(self, cluster, run_state):
         cls = provider_class(self.inv.provider)
-        instance = cls(self.inv, lifecycle.CLUSTER_DIR, run_state["run_id"])
+        instance = cls(self.inv, lifecycle.CLUSTER_DIR,
+                       run_state.get("cluster_run_id") or run_state["run_id"])
         instance.attach(cluster)
         return instance
 

@@ -15,6 +15,7 @@ The pods are deleted afterwards (`remove`), so a kept cluster does not keep them
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +32,10 @@ DEADLINE = 90              # the kubelets sync every 10 s; a first pod start is 
 POLL = 3
 
 
-def pod_names(cluster: Cluster) -> list[str]:
-    return [f"{POD_PREFIX}{i}" for i in range(1, len(cluster.nodes) + 1)]
+def pod_names(cluster: Cluster, token: str) -> list[str]:
+    """Names of this run's own: the v0.7 API server caches a pod's status by its name, so a
+    pod that reused an earlier run's name would read as Running from that earlier pod."""
+    return [f"{POD_PREFIX}{token}-{i}" for i in range(1, len(cluster.nodes) + 1)]
 
 
 def manifest(name: str) -> dict:
@@ -54,10 +57,16 @@ def _kubecfg(guide: dict) -> str:
     return f"{spec.BIN_DIR}/kubecfg -h {_api(guide)}"
 
 
-def create_command(cluster: Cluster, guide: dict) -> str:
-    lines = [f"{_kubecfg(guide)} delete pods/{name} >/dev/null 2>&1"
-             for name in pod_names(cluster)]
-    for name in pod_names(cluster):
+def _delete_ours(guide: dict) -> str:
+    """Delete every pod of ours (an earlier run's too): `kubecfg -l` lists them."""
+    return (f"for p in $({_kubecfg(guide)} -l k8sconf=workload list pods 2>/dev/null | "
+            f"awk 'NR > 2 && $1 ~ /^{POD_PREFIX}/ {{print $1}}'); do "
+            f"{_kubecfg(guide)} delete pods/$p >/dev/null 2>&1; done")
+
+
+def create_command(names: list[str], guide: dict) -> str:
+    lines = [_delete_ours(guide)]
+    for name in names:
         body = shlex.quote(json.dumps(manifest(name)))
         lines.append(f"printf '%s' {body} > /tmp/{name}.json && "
                      f"{_kubecfg(guide)} -c /tmp/{name}.json create pods 2>&1 | tail -n 3; "
@@ -85,19 +94,21 @@ def all_running(pods: dict[str, dict], names: list[str]) -> bool:
     return all(pods.get(n, {}).get("status") == "Running" and pods[n]["podIP"] for n in names)
 
 
-def container_pid_command(pod: str) -> str:
-    """The pid of the pod's container on this node (its namespace is the pod's)."""
-    return (f"docker inspect -f '{{{{.State.Pid}}}}' $(docker ps -q --filter "
-            f"'name=k8s_{CONTAINER}\\.[0-9a-f]*_{pod}\\.' | head -n 1)")
+def container_pid_command(pod: str, wait: int = 20) -> str:
+    """The pid of the pod's container on this node (its namespace is the pod's), waiting up
+    to `wait` seconds for the kubelet to have started it."""
+    find = f"docker ps -q --filter 'name=k8s_{CONTAINER}\\.[0-9a-f]*_{pod}\\.' | head -n 1"
+    return (f"for i in $(seq {wait}); do c=$({find}); [ -n \"$c\" ] && break; sleep 1; done; "
+            f"docker inspect -f '{{{{.State.Pid}}}}' \"$c\"")
 
 
 def run(cluster: Cluster, connections, guide: dict, timeout: float,
         deadline: float = DEADLINE) -> dict[str, dict[str, str]]:
     """Create the pods, wait for them, ping between them; {node: {section: text}}."""
     master = cluster.master
-    names = pod_names(cluster)
+    names = pod_names(cluster, secrets.token_hex(2))
     found: dict[str, dict[str, str]] = {n.name: {} for n in cluster.nodes}
-    created = connections[master.name].run(create_command(cluster, guide), sudo=True,
+    created = connections[master.name].run(create_command(names, guide), sudo=True,
                                            timeout=timeout, label="kubecfg create pods")
     found[master.name]["pods_created"] = created.stdout + created.stderr
     until = time.monotonic() + deadline
@@ -105,7 +116,7 @@ def run(cluster: Cluster, connections, guide: dict, timeout: float,
         answer = connections[master.name].run(list_command(guide), sudo=True,
                                               timeout=timeout, label="the pod list").stdout
         api, _, table = answer.partition("@@kubecfg\n")
-        pods = parse_pods(api)
+        pods = {name: info for name, info in parse_pods(api).items() if name in names}
         if all_running(pods, names) or time.monotonic() > until:
             break
         time.sleep(POLL)
@@ -132,7 +143,5 @@ def run(cluster: Cluster, connections, guide: dict, timeout: float,
 
 
 def remove(cluster: Cluster, connections, guide: dict, timeout: float) -> None:
-    command = "; ".join(f"{_kubecfg(guide)} delete pods/{name} >/dev/null 2>&1"
-                        for name in pod_names(cluster))
-    connections[cluster.master.name].run(command, sudo=True, timeout=timeout,
+    connections[cluster.master.name].run(_delete_ours(guide), sudo=True, timeout=timeout,
                                          label="kubecfg delete pods")
