@@ -141,9 +141,12 @@ class SignOff:
         if not self.results:
             return "NO RESULT (nothing ran)"
         reasons = self.not_release_reasons(state)
+        bad = counts["failed"] + counts["error"] + counts["xpassed"]
         if reasons:
+            if bad:
+                reasons.append(f"{bad} check{'s' if bad != 1 else ''} failed")
             return f"NOT A RELEASE VERDICT ({'; '.join(reasons)})"
-        if counts["failed"] or counts["error"] or counts["xpassed"]:
+        if bad:
             return "FAIL"
         if selection_of(self.config):
             return f"PARTIAL ({len(self.results)} of {self.total() or '?'} checks)"
