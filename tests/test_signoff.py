@@ -60,7 +60,7 @@ def test_standins_or_an_unreadable_node_are_not_a_release_verdict():
         "NOT A RELEASE VERDICT (this project's stand-ins ran, not the guide's binaries)")
     failing = signoff({"a": ("failed", "coreos-3: facts could not be gathered")})
     assert failing.verdict({**REAL, "unreadable": ["coreos-3"]}) == (
-        "NOT A RELEASE VERDICT (coreos-3 could not be read)")
+        "NOT A RELEASE VERDICT (coreos-3 could not be read; 1 check failed)")
 
 
 def test_waivers_are_counted_in_the_verdict():
