@@ -52,3 +52,28 @@ def test_reuse_without_a_kept_cluster_is_refused(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 4, output
     assert "ERROR: --reuse-cluster: no kept cluster" in output
+
+
+def test_reports_dir_wins_over_the_environment_and_is_locked_too(tmp_path):
+    reports = tmp_path / "given"
+    reports.mkdir()
+    with filelock.FileLock(reports / ".run.lock").acquire(timeout=5):
+        result = run_suite(tmp_path, "--reports-dir", str(reports))
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output
+    assert (f"ERROR: another conformance run is using {reports}; wait for it, or give "
+            "--reports-dir to run a second one elsewhere") in output
+    assert not (tmp_path / "reports").exists()   # $K8SCONF_REPORTS, overridden
+
+
+def test_the_plugin_is_registered_once():
+    """The entry point loads it; conftest.py must not register it a second time."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                             "--trace-config", "-p", "no:cacheprovider"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    registered = [line for line in output.splitlines() if "helpers/plugin.py" in line
+                  or "helpers/entry.py" in line]
+    assert len([l for l in registered if "plugin.py" in l]) == 1, registered
+    assert len([l for l in registered if "entry.py" in l]) == 1, registered
