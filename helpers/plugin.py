@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import allure
 import filelock
 import pytest
 
 from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
-from helpers import bundle, lifecycle, reporting, spec
+from helpers import bundle, lifecycle, reporting, spec, trace
 from helpers import waivers as waivers_mod
 from helpers.providers import Cluster, ProviderUnavailable, provider_class
 from helpers.paths import REPORTS
@@ -39,6 +40,8 @@ def _is_conformance_run(config) -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "role(name): run this check only on nodes of that role")
+    config.addinivalue_line("markers", "verifies(*ids): the docs/guide.md statements a check "
+                                       "verifies (helpers/trace.py)")
     if config.option.help or config.option.version:
         return
     if not _is_conformance_run(config):
@@ -175,7 +178,10 @@ class ConformanceRun:
                         if m.kwargs.get("label_type") == "feature" and m.args]
             # user_properties travel with the report from xdist workers to the controller
             item.user_properties += [("node", node or "cluster"),
-                                     ("area", features[0] if features else "other")]
+                                     ("area", features[0] if features else "other"),
+                                     ("verifies", " ".join(trace.ids_of(item)))]
+            for statement in trace.ids_of(item):
+                item.add_marker(allure.label("guide", statement))
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.signoff is None:
@@ -185,7 +191,8 @@ class ConformanceRun:
         terminalreporter.section("conformance sign-off")
         for line in text.splitlines():
             terminalreporter.write_line(line)
-        terminalreporter.write_line(f"(written to {SUMMARY} and {SUMMARY.with_suffix('.json')})")
+        terminalreporter.write_line(f"(written to {SUMMARY}, {SUMMARY.with_suffix('.json')} and "
+                                    f"{SUMMARY.with_name('traceability.md')})")
         if state.get("run_id"):
             sealed = self._seal(state)
             terminalreporter.write_line(f"sealed sign-off bundle: {sealed} "
@@ -194,6 +201,7 @@ class ConformanceRun:
     def _seal(self, state: dict) -> Path:
         option = self.config.option
         files = {"summary.md": SUMMARY, "summary.json": SUMMARY.with_suffix(".json"),
+                 "traceability.md": SUMMARY.with_name("traceability.md"),
                  "facts.json": lifecycle.FACTS_FILE}
         if getattr(option, "xmlpath", None):
             files["junit.xml"] = Path(option.xmlpath)

@@ -24,6 +24,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from helpers import trace
 from helpers.paths import REPORTS
 
 SUMMARY = REPORTS / "summary.md"
@@ -102,6 +103,7 @@ class SignOff:
         # nodeid -> outcome, area, node, message
         self.results: dict[str, tuple[str, str, str, str]] = {}
         self.waived: dict[str, str] = {}   # nodeid -> the waiver's check
+        self.covered: dict[str, list[str]] = {}   # guide statement -> checks of this run
         self._total: int | None = None
 
     def pytest_runtest_logreport(self, report):
@@ -117,6 +119,8 @@ class SignOff:
                                        props.get("node", "cluster"), message)
         if outcome == "waived":
             self.waived[report.nodeid] = props[WAIVED]
+        for statement in props.get("verifies", "").split():
+            self.covered.setdefault(statement, []).append(report.nodeid.split("::")[-1])
 
     def counts(self) -> Counter:
         return Counter(outcome for outcome, *_ in self.results.values())
@@ -263,6 +267,7 @@ class SignOff:
         path.write_text(text)
         path.with_suffix(".json").write_text(
             redact(json.dumps(self.as_json(state), indent=2, default=str)) + "\n")
+        path.with_name("traceability.md").write_text(trace.markdown(self.covered))
         return text
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from helpers import exposure, spec
 from helpers.checks import CheckFailed, expect, guide_section
+from helpers.trace import verifies
 
 pytestmark = guide_section("Advisories (known defects of the guide)", "minor")
 ADVISORY = {a.id: a for a in spec.ADVISORIES}
@@ -27,6 +28,7 @@ def _flag(facts, unit: str, flag: str) -> str:
     return found.group(1) if found else ""
 
 
+@verifies("G-DEFECT-1")
 @advisory("portal-net-overlaps-flannel")
 @pytest.mark.role(spec.MASTER)
 def test_portal_net_is_apart_from_the_flannel_network(node, facts, inventory):
@@ -37,6 +39,7 @@ def test_portal_net_is_apart_from_the_flannel_network(node, facts, inventory):
            expected=f"a range apart from {network}", found=f"-portal_net={portal}")
 
 
+@verifies("G-DEFECT-2", "G-UNIT-3")
 @advisory("minion-scheduler-unreachable")
 @pytest.mark.role(spec.MINION)
 def test_scheduler_on_minion_reaches_the_api(node, facts):
@@ -47,6 +50,7 @@ def test_scheduler_on_minion_reaches_the_api(node, facts):
            evidence={"journalctl -b -u scheduler.service": facts.journal("scheduler.service")})
 
 
+@verifies("G-DEFECT-3")
 @advisory("insecure-api-port")
 @pytest.mark.role(spec.MASTER)
 def test_api_server_serves_no_insecure_port(node, facts):
@@ -69,6 +73,7 @@ def test_api_server_serves_no_insecure_port(node, facts):
                      "ss -ltnp": facts.section("listen")})
 
 
+@verifies("G-DEFECT-4")
 @pytest.mark.role(spec.MASTER)
 def test_docker_unit_uses_current_docker_syntax(node, facts, inventory, request):
     if "docker_command" not in inventory.deviations.declared():
@@ -79,6 +84,7 @@ def test_docker_unit_uses_current_docker_syntax(node, facts, inventory, request)
            expected="dockerd with a storage driver that fits", found=argv)
 
 
+@verifies("G-DEFECT-5")
 @advisory("etcd-v2-api")
 @pytest.mark.role(spec.MASTER)
 def test_flannel_config_written_without_the_etcd_v2_api(node, facts):
@@ -87,6 +93,7 @@ def test_flannel_config_written_without_the_etcd_v2_api(node, facts):
            expected="an etcd v3 write (etcdctl put)", found="etcdctl set (v2)")
 
 
+@verifies("G-DEFECT-3", "G-UNIT-1")
 @advisory("api-read-only-port-exposed")
 @pytest.mark.role(spec.MASTER)
 def test_api_server_read_only_port_is_not_exposed(node, facts):
@@ -108,6 +115,7 @@ def _deviation_advisory(request, inventory, field: str, key: str) -> None:
         request.applymarker(advisory(key))
 
 
+@verifies("G-UNIT-5", "G-INST-3")
 def test_guide_docker_forwards_flannel_traffic(node, facts, inventory, request):
     _deviation_advisory(request, inventory, "docker_forward_accept", "docker-forward-policy-drop")
     policy, dropped = facts.forward_policy()
@@ -125,6 +133,7 @@ def _start_answers(facts) -> list[tuple[str, str]]:
     return [(code, body.strip()) for body, code in zip(parts[::2], parts[1::2])]
 
 
+@verifies("G-UNIT-7", "G-INST-3")
 def test_docker_accepts_the_kubelets_start_request(node, facts, inventory, request):
     """The start request the v0.7 kubelet sends (unversioned, with a HostConfig body),
     to a container that does not exist: an API that still takes the body answers 404,
@@ -142,6 +151,7 @@ def test_docker_accepts_the_kubelets_start_request(node, facts, inventory, reque
                          facts.section("docker_start_request")})
 
 
+@verifies("G-INST-4")
 def test_pause_image_is_dockers_own(node, facts, inventory, request):
     _deviation_advisory(request, inventory, "pause_image", "pause-image-preloaded")
     label = facts.section("pause_image").strip()

@@ -4,11 +4,13 @@ import pytest
 
 from helpers import exposure, spec
 from helpers.checks import expect, guide_section
+from helpers.trace import verifies
 from helpers.reporting import attach
 
 pytestmark = [*guide_section("API server", "blocker"), pytest.mark.role(spec.MASTER)]
 
 
+@verifies("G-SHOW-7", "G-UNIT-1", "G-UNIT-11")
 def test_api_server_answers_on_loopback(node, facts, inventory):
     answer = facts.http("local_api")
     where = f"{inventory.guide.apiserver_address}:{inventory.guide.apiserver_port}"
@@ -19,6 +21,7 @@ def test_api_server_answers_on_loopback(node, facts, inventory):
                      "listening sockets": facts.section("listen")})
 
 
+@verifies("G-UNIT-1", "G-SHOW-7")
 def test_api_server_is_reachable_only_on_loopback(node, facts):
     """From every socket of the API server's processes: any of its ports on the public or
     private network (or all networks) is a finding; the read-only port, which the guide's

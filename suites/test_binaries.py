@@ -1,10 +1,12 @@
 """Install steps 1-4: /opt/bin holds what each role needs, the same bytes on every node."""
 from helpers import spec
 from helpers.checks import expect, guide_section
+from helpers.trace import verifies
 
 pytestmark = guide_section("Binaries in /opt/bin", "critical")
 
 
+@verifies("G-SHOW-1", "G-STEP-1", "G-STEP-4", "G-STEP-6", "G-INST-5")
 def test_opt_bin_holds_what_the_role_needs(node, facts):
     missing = [b for b in spec.REQUIRED_BINARIES[node.role] if b not in facts.checksums()]
     expect(not missing, node.name, f"{spec.BIN_DIR} holds what a {node.role} needs",
@@ -26,6 +28,7 @@ def _most_common(cluster, cluster_facts) -> dict[str, str]:
     return {name: max(digests, key=digests.count) for name, digests in held.items()}
 
 
+@verifies("G-STEP-2", "G-STEP-3", "G-STEP-5")
 def test_binaries_identical_on_every_node(node, facts, cluster, cluster_facts, run_state):
     # without a bootstrap in this run (--no-bootstrap) nothing says what was shipped: the
     # copy most nodes hold is the reference (the master's alone would blame every minion

@@ -1,10 +1,12 @@
 """Docker configured to run with flannel: docker0 carries FLANNEL_SUBNET (--bip) and
 containers get FLANNEL_MTU (--mtu)."""
 from helpers.checks import expect, guide_section, readable
+from helpers.trace import verifies
 
 pytestmark = guide_section("Docker with flannel", "blocker")
 
 
+@verifies("G-INST-3", "G-UNIT-5")
 def test_docker_daemon_answers(node, facts):
     expect(facts.ok("docker_version") and facts.section("docker_version").strip(), node.name,
            "the Docker daemon answers", expected="a server version",
@@ -12,6 +14,7 @@ def test_docker_daemon_answers(node, facts):
            evidence={"journalctl -b -u docker.service": facts.journal("docker.service")})
 
 
+@verifies("G-SHOW-6", "G-UNIT-5")
 def test_docker0_carries_the_flannel_subnet(node, facts):
     wanted = facts.env_file("subnet_env").get("FLANNEL_SUBNET", "(no FLANNEL_SUBNET)")
     found = readable(facts.addresses, "docker0")
@@ -30,6 +33,7 @@ def _daemon_mtu(facts) -> str:
         return "unknown"
 
 
+@verifies("G-SHOW-6", "G-UNIT-5")
 def test_docker_applies_the_flannel_mtu(node, facts):
     """docker0 itself stays at 1500 until a container attaches: look at what Docker applies,
     the bridge network's option and a container's eth0. The eth0 is read by netlink inside

@@ -4,10 +4,12 @@ import json
 
 from helpers import spec
 from helpers.checks import expect, guide_section
+from helpers.trace import verifies
 
 pytestmark = guide_section("etcd", "critical")
 
 
+@verifies("G-SHOW-4", "G-UNIT-4")
 def test_network_config_equals_the_spec(node, facts, inventory):
     try:
         stored = json.loads(json.loads(facts.http("etcd_config").body)["node"]["value"])
@@ -19,6 +21,7 @@ def test_network_config_equals_the_spec(node, facts, inventory):
            evidence={"etcd answer": facts.section("etcd_config")})
 
 
+@verifies("G-TOPO-3")
 def test_etcd_is_healthy_with_every_member(node, facts, cluster):
     health = facts.http("etcd_health")
     try:

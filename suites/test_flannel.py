@@ -5,6 +5,7 @@ import json
 
 from helpers import spec
 from helpers.checks import expect, guide_section
+from helpers.trace import verifies
 from helpers.facts import as_int
 
 pytestmark = guide_section("Flannel network fabric", "blocker")
@@ -36,6 +37,7 @@ def _network_config(facts) -> dict:
         return {}
 
 
+@verifies("G-SHOW-5", "G-UNIT-12")
 def test_subnet_env_exists_and_parses(node, facts):
     pairs = facts.env_file("subnet_env")
     expect(facts.ok("subnet_env") and _subnet(facts) is not None and "FLANNEL_MTU" in pairs,
@@ -46,6 +48,7 @@ def test_subnet_env_exists_and_parses(node, facts):
                      "journalctl -b -u flannel.service": facts.journal(spec.FLANNEL)})
 
 
+@verifies("G-SHOW-5", "G-INST-2")
 def test_subnet_lies_in_the_network_stored_in_etcd(node, facts, inventory):
     config = _network_config(facts)
     subnet = _subnet(facts)
@@ -63,6 +66,7 @@ def test_subnet_lies_in_the_network_stored_in_etcd(node, facts, inventory):
                      "etcd network config": facts.section("etcd_config")})
 
 
+@verifies("G-SHOW-5", "G-INST-2")
 def test_subnet_is_unique_across_nodes(node, facts, cluster_facts):
     mine = _subnet(facts)
     others = cluster_facts.readable()
@@ -75,6 +79,7 @@ def test_subnet_is_unique_across_nodes(node, facts, cluster_facts):
            evidence={f"{n} subnet.env": f.section("subnet_env") for n, f in others.items()})
 
 
+@verifies("G-UNIT-4", "G-TOPO-4")
 def test_etcd_lease_names_the_private_ip(node, facts):
     subnet = _subnet(facts)
     key = f"{subnet.network.network_address}-{subnet.network.prefixlen}" if subnet else "?"
@@ -86,6 +91,7 @@ def test_etcd_lease_names_the_private_ip(node, facts):
            evidence={"etcd subnets": facts.section("etcd_subnets")})
 
 
+@verifies("G-SHOW-5")
 def test_mtu_is_a_sane_integer(node, facts):
     raw = facts.env_file("subnet_env").get("FLANNEL_MTU", "")
     mtu = as_int(raw, None)

@@ -2,11 +2,13 @@
 the private network, and not on the public address."""
 from helpers import exposure
 from helpers.checks import expect, guide_section
+from helpers.trace import verifies
 from helpers.reporting import attach
 
 pytestmark = guide_section("Kubelet", "blocker")
 
 
+@verifies("G-SHOW-8", "G-UNIT-7", "G-TOPO-4")
 def test_kubelet_listens_on_the_private_ip(node, facts, inventory):
     wanted = f"{node.private_ip}:{inventory.guide.kubelet_port}"
     expect(wanted in facts.listening(), node.name, f"the kubelet listens on {wanted}",
@@ -15,6 +17,7 @@ def test_kubelet_listens_on_the_private_ip(node, facts, inventory):
                      "journalctl -b -u kubelet.service": facts.journal("kubelet.service")})
 
 
+@verifies("G-SHOW-8")
 def test_kubelet_is_healthy(node, facts):
     answer = facts.http("kubelet_health")
     expect(answer.status == 200, node.name, "the kubelet's /healthz is ok",
@@ -22,6 +25,7 @@ def test_kubelet_is_healthy(node, facts):
            evidence={"journalctl -b -u kubelet.service": facts.journal("kubelet.service")})
 
 
+@verifies("G-SHOW-8", "G-TOPO-3")
 def test_kubelet_reachable_from_the_master(node, master_facts, inventory):
     answer = master_facts.http(f"kubelet_from_master {node.name}")
     expect(answer.status == 200, node.name,
@@ -31,6 +35,7 @@ def test_kubelet_reachable_from_the_master(node, master_facts, inventory):
            evidence={"from the master": master_facts.section(f"kubelet_from_master {node.name}")})
 
 
+@verifies("G-UNIT-7", "G-SHOW-8")
 def test_kubelet_is_reachable_only_on_the_private_address(node, facts, master_facts):
     """From every socket of the kubelet's processes: any on the public address (or on all
     addresses) is a finding."""

@@ -8,6 +8,7 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section
+from helpers.trace import verifies
 
 pytestmark = [*guide_section("Minion registration", "blocker"), pytest.mark.role(spec.MASTER)]
 DEADLINE = 60
@@ -55,6 +56,7 @@ def _eventually(read, wanted, node, cluster_facts, deadline):
     return facts
 
 
+@verifies("G-SHOW-9", "G-STEP-12", "G-UNIT-2", "G-TOPO-1", "G-LOST-5")
 def test_kubecfg_lists_every_node(node, cluster, cluster_facts, registration_deadline):
     wanted = sorted(n.private_ip for n in cluster.nodes)
     facts = _eventually(_kubecfg_ids, wanted, node, cluster_facts, registration_deadline)
@@ -67,6 +69,7 @@ def test_kubecfg_lists_every_node(node, cluster, cluster_facts, registration_dea
                          facts.journal("controller-manager.service")})
 
 
+@verifies("G-SHOW-9", "G-UNIT-2", "G-TOPO-1")
 def test_api_lists_every_node(node, cluster, cluster_facts, registration_deadline):
     wanted = sorted(n.private_ip for n in cluster.nodes)
     facts = _eventually(_api_ids, wanted, node, cluster_facts, registration_deadline)
@@ -76,6 +79,7 @@ def test_api_lists_every_node(node, cluster, cluster_facts, registration_deadlin
            evidence={"GET /api/v1beta1/minions": facts.section("api_minions")})
 
 
+@verifies("G-SHOW-10", "G-INST-1")
 def test_kubecfg_version_answers(node, facts, run_state):
     """Exactly what the kubecfg that was shipped says of itself on the build host (or, when
     this run shipped nothing, the guide's v0.7.0)."""

@@ -4,10 +4,12 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section, unit_evidence
+from helpers.trace import verifies
 from helpers.facts import start_order_violations
 
 pytestmark = guide_section("Systemd units", "critical")
 
+@verifies("G-INST-5", "G-STEP-7", "G-STEP-8", "G-SHOW-2")
 def test_unit_file_is_in_etc_systemd_system(node, unit, facts):
     props = facts.unit(unit)
     expect(props.get("FragmentPath") == f"{spec.UNIT_DIR}/{unit}", node.name,
@@ -18,6 +20,7 @@ def test_unit_file_is_in_etc_systemd_system(node, unit, facts):
            evidence=unit_evidence(facts, unit))
 
 
+@verifies("G-STEP-9", "G-SHOW-2")
 def test_unit_is_enabled_for_multi_user(node, unit, facts):
     state = facts.unit(unit).get("UnitFileState", "")
     linked = unit in facts.wanted_by_multi_user()
@@ -27,6 +30,7 @@ def test_unit_is_enabled_for_multi_user(node, unit, facts):
            evidence={"multi-user.target.wants": facts.section("wants")})
 
 
+@verifies("G-STEP-10", "G-SHOW-3")
 def test_unit_is_active(node, unit, facts):
     props = facts.unit(unit)
     expect(props.get("ActiveState") == "active", node.name, f"{unit} is active",
@@ -35,6 +39,7 @@ def test_unit_is_active(node, unit, facts):
            evidence=unit_evidence(facts, unit))
 
 
+@verifies("G-UNIT-1", "G-UNIT-2", "G-UNIT-3", "G-UNIT-4", "G-UNIT-5", "G-UNIT-6", "G-UNIT-7", "G-UNIT-10")
 def test_unit_dependencies_match_the_guide(node, unit, directive, facts):
     """One test per directive the guide writes for the unit (the plugin parametrizes
     `directive` from the spec): a directive the guide leaves out is not a check."""
@@ -47,6 +52,7 @@ def test_unit_dependencies_match_the_guide(node, unit, directive, facts):
            evidence=unit_evidence(facts, unit))
 
 
+@verifies("G-UNIT-8")
 def test_unit_restarts_on_failure_after_5s(node, unit, facts):
     props = facts.unit(unit)
     expected = (spec.RESTART, f"{spec.RESTART_SEC}s")
@@ -57,6 +63,7 @@ def test_unit_restarts_on_failure_after_5s(node, unit, facts):
            evidence=unit_evidence(facts, unit))
 
 
+@verifies("G-UNIT-1", "G-UNIT-2", "G-UNIT-3", "G-UNIT-4", "G-UNIT-5", "G-UNIT-6", "G-UNIT-7", "G-LOST-1")
 def test_unit_runs_the_guide_command(node, unit, facts, inventory, cluster):
     from helpers.bootstrap.units import node_values
     values = node_values(inventory, [n.private_ip for n in cluster.nodes], node.private_ip)
@@ -68,6 +75,7 @@ def test_unit_runs_the_guide_command(node, unit, facts, inventory, cluster):
            evidence=unit_evidence(facts, unit))
 
 
+@verifies("G-STEP-10", "G-UNIT-11", "G-UNIT-12")
 def test_start_order_since_boot_respects_after(node, facts):
     """No unit began starting while a unit it is ordered After= was down."""
     violations = start_order_violations(node.role, facts.units())
@@ -77,6 +85,7 @@ def test_start_order_since_boot_respects_after(node, facts):
            evidence={"systemctl show": facts.section("show")})
 
 
+@verifies("G-STEP-7", "G-INST-4")
 @pytest.mark.role(spec.MINION)
 def test_master_only_units_absent_on_minion(node, facts):
     master_only = [u.name for u in spec.UNITS if not u.runs_on(spec.MINION)]
@@ -86,6 +95,7 @@ def test_master_only_units_absent_on_minion(node, facts):
            evidence={u: facts.unit_file(u) for u in present})
 
 
+@verifies("G-SHOW-3", "G-STEP-11")
 def test_no_failed_units(node, facts):
     failed = facts.failed_units()
     expect(not failed, node.name, "no failed units", expected="none",

@@ -8,6 +8,7 @@ import pytest
 
 from helpers import workload
 from helpers.checks import dropped_there, expect, guide_section
+from helpers.trace import verifies
 
 pytestmark = guide_section("Workloads", "blocker")
 
@@ -27,6 +28,7 @@ def _evidence(facts, master_facts) -> dict:
             "docker ps -a": facts.section("docker_ps")}
 
 
+@verifies("G-TOPO-2", "G-INST-4")
 def test_a_pod_runs_on_the_node(node, facts, master_facts, pods):
     mine = {name: info for name, info in pods.items()
             if info["host"].rstrip("/") == node.private_ip}
@@ -40,6 +42,7 @@ def test_a_pod_runs_on_the_node(node, facts, master_facts, pods):
            evidence=_evidence(facts, master_facts))
 
 
+@verifies("G-TOPO-2", "G-INST-2")
 def test_pod_reaches_the_pods_on_other_nodes(node, facts, master_facts, cluster_facts, pods):
     running = {info["host"].rstrip("/"): info["podIP"] for info in pods.values()
                if info["status"] == "Running"}
