@@ -17,8 +17,8 @@ from helpers.providers import digitalocean as do
 
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 TOKEN_EXPRESSION = "${{ secrets.DIGITALOCEAN_TOKEN }}"
-RUN = "python3 -m pytest --inventory inventories/do.yaml -n 3"
-REAP = "python3 -m helpers.providers.digitalocean reap --older-than 5h"
+RUN = ".venv/bin/python -m pytest --inventory inventories/do.yaml -n 3 --require-real"
+REAP = ".venv/bin/python -m helpers.providers.digitalocean reap --older-than 5h"
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +90,27 @@ def test_report_artifacts_and_reaper_always_run(job):
     upload = step(job, uses="actions/upload-artifact@")
     assert upload["if"] == "always()"
     paths = upload["with"]["path"].split()
-    assert {"reports/allure-report", "reports/junit.xml"} <= set(paths)
+    assert {"reports/allure-report", "reports/junit.xml", "reports/signoff-*.tar.gz"} <= set(paths)
     reaper = step(job, run=REAP)
     assert reaper["if"] == "always()"
 
 
 def test_reaper_command_is_what_the_module_accepts(job):
     argv = shlex.split(step(job, run=REAP)["run"])
-    assert argv[:3] == ["python3", "-m", "helpers.providers.digitalocean"]
+    assert argv[:3] == [".venv/bin/python", "-m", "helpers.providers.digitalocean"]
     args = do.build_parser().parse_args(argv[3:])
     assert (args.command, args.older_than, args.tag, args.dry_run) == \
         ("reap", 5 * 3600, do.PROJECT_TAG, False)
+
+
+def test_each_night_is_compared_with_the_last(job):
+    steps = job["steps"]
+    compare = step(job, run="bash scripts/compare")
+    assert compare["if"] == "always()" and "previous/signoff-" in compare["run"]
+    assert steps.index(step(job, run=RUN)) < steps.index(compare)
+    assert (ROOT / "scripts" / "compare").is_file()
+    cached = {s["uses"].split("@")[0]: s for s in steps
+              if s.get("uses", "").startswith("actions/cache/") and s["with"]["path"] == "previous"}
+    assert set(cached) == {"actions/cache/restore", "actions/cache/save"}
+    assert steps.index(cached["actions/cache/restore"]) < steps.index(step(job, run=RUN))
+    assert cached["actions/cache/save"]["if"] == "always()"
