@@ -237,6 +237,7 @@ class Catalogue:
                 for f in self.rounds[index]:
                     self.round_errors.setdefault(f.name, f"{type(exc).__name__}: {exc}")
         if fault.name in self.round_errors:
+            print(f"\nround of {fault.name}: {self.round_errors[fault.name]}")
             pytest.fail(f"round of {fault.name}: {self.round_errors[fault.name]}", pytrace=False)
         return self.outcomes[fault.name]
 
@@ -392,6 +393,8 @@ def test_fault_fails_exactly_its_checks(fault: Fault, catalogue: Catalogue):
           f"{outcome.suite_seconds:.1f} s, share of the run {outcome.seconds:.1f} s")
     ok = (outcome.detected and not outcome.false_positives and not outcome.unnamed
           and not outcome.restore_problems and not outcome.wrong_messages)
+    if not ok:
+        print(describe(outcome))   # at once, with -s: a long catalogue run shows it early
     assert ok, describe(outcome)
     if hung:
         _assert_hung_node_bounded(fault, catalogue, outcome)
