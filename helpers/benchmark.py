@@ -752,8 +752,7 @@ def write_inventory(work: Path, count: int) -> Path:
     data = yaml.safe_load((ROOT / "inventories" / "local.yaml").read_text())
     data["local"] = {"count": count, "prefix": PREFIX, "public_network": PUBLIC_NETWORK,
                      "private_network": PRIVATE_NETWORK}
-    data["artifacts"]["dir"] = str(ROOT / "helpers" / "standins")
-    path = work / f"{PREFIX}-{count}.yaml"
+    path = work / f"{PREFIX}-{count}.yaml"   # local.yaml's artifacts: the real binaries
     path.write_text(yaml.safe_dump(data))
     return path
 

@@ -162,6 +162,12 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
     return sections
 
 
+def rereadable(node: Node, cluster: Cluster, guide: dict) -> tuple[str, ...]:
+    """The sections one round trip can read again: all but the data plane's (the probe
+    container and the pings between them take their own rounds)."""
+    return tuple(_sections(node, cluster, guide))
+
+
 def _section(name: str, command: str) -> str:
     # the newline before the rc mark ends output that has none (curl's status code);
     # SIGKILL at the deadline: a docker client forwards SIGTERM and keeps printing

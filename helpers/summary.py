@@ -104,6 +104,9 @@ class SignOff:
         self.results: dict[str, tuple[str, str, str, str]] = {}
         self.waived: dict[str, str] = {}   # nodeid -> the waiver's check
         self.covered: dict[str, list[str]] = {}   # guide statement -> checks of this run
+        # failures judged again on a second reading of their node (plugin.pytest_pyfunc_call)
+        self.transient: dict[str, str] = {}   # passed then: nodeid -> the first failure
+        self.persistent: set[str] = set()
         self._total: int | None = None
 
     def pytest_runtest_logreport(self, report):
@@ -119,6 +122,11 @@ class SignOff:
                                        props.get("node", "cluster"), message)
         if outcome == "waived":
             self.waived[report.nodeid] = props[WAIVED]
+        failure = props.get("failure", "")
+        if failure.startswith("transient"):
+            self.transient[report.nodeid] = failure.removeprefix("transient: ")
+        elif failure == "persistent":
+            self.persistent.add(report.nodeid)
         for statement in props.get("verifies", "").split():
             self.covered.setdefault(statement, []).append(report.nodeid.split("::")[-1])
 
@@ -182,6 +190,7 @@ class SignOff:
             "waivers": {"applied": self.waived,
                         "unmatched": [w.check for w in self.unmatched_waivers()]},
             "unexpected_passes": self.unexpected_passes(),
+            "transient": self.transient, "persistent": sorted(self.persistent),
             "binaries": state.get("binaries") or {},
             "deviations": (state.get("bootstrap") or {}).get("deviations") or {},
             "node_versions": state.get("node_versions") or {},
@@ -214,10 +223,15 @@ class SignOff:
                       for nodeid in self.waived] or ["- no failure was waived"]
             lines += [f"- waiver `{w.check}` matched nothing ({w.owner}, until {w.expires})"
                       for w in self.unmatched_waivers()]
-        failures = [(nodeid, msg) for nodeid, (o, _, _, msg) in self.results.items()
-                    if o in ("failed", "error")]
+        failures = [(nodeid, msg + (" (persistent: failed again on a second reading)"
+                                    if nodeid in self.persistent else ""))
+                    for nodeid, (o, _, _, msg) in self.results.items() if o in ("failed", "error")]
         if failures:
             lines += ["", "## Failures", ""] + self._grouped(failures)
+        if self.transient:
+            lines += ["", "## Transient failures (passed on a second reading of the node)", ""]
+            lines += [f"- `{nodeid.split('::')[-1]}`: first reading: {msg}"
+                      for nodeid, msg in self.transient.items()]
         lines += ["", "## Durations", ""] + self._durations(state)
         return "\n".join(lines) + "\n"
     @staticmethod

@@ -299,3 +299,18 @@ def test_scripts_report_without_results_says_so(tmp_path):
     assert done.returncode == 1
     assert "no test results" in done.stderr
     assert not (tmp_path / "nothing" / "allure-report").exists()
+
+
+def test_a_transient_failure_shows_as_flaky_in_allure(tmp_path):
+    results = tmp_path / "allure-results"
+    results.mkdir()
+    transient = {"name": "a", "labels": [{"name": "tag", "value": "transient"}],
+                 "statusDetails": {}}
+    plain = {"name": "b", "labels": [{"name": "tag", "value": "coreos-1"}]}
+    (results / "1-result.json").write_text(json.dumps(transient))
+    (results / "2-result.json").write_text(json.dumps(plain))
+    assert reporting.mark_transient_flaky(results) == 1
+    assert json.loads((results / "1-result.json").read_text())["statusDetails"]["flaky"] is True
+    assert "flaky" not in json.loads((results / "2-result.json").read_text()).get(
+        "statusDetails", {})
+    assert reporting.mark_transient_flaky(None) == 0
