@@ -19,7 +19,7 @@ import yaml
 from helpers.paths import ROOT
 
 VENV_PYTEST = Path(sys.executable).parent / "pytest"
-COPIED = ("helpers", "suites", "inventories", "conftest.py", "pytest.ini")
+COPIED = ("helpers", "suites", "inventories", "docs", "conftest.py", "pytest.ini")
 
 
 def run(argv, cwd, env=None, timeout=180):
