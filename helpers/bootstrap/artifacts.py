@@ -2,7 +2,6 @@
 a local directory; or a tarball URL checked against its sha256."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tarfile
 import urllib.request
@@ -24,12 +23,7 @@ class ArtifactError(Exception):
     pass
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_of = build_mod.file_sha256
 
 
 @dataclass
