@@ -43,6 +43,14 @@ def table(facts: NodeFacts) -> str:
                       "                         reachable from", *rows]) if rows else "(none)"
 
 
+def described(sockets: list[Socket], node) -> str:
+    """`tcp 0.0.0.0:8080 (kube-apiserver, apiserver.service) reachable from every network`."""
+    def where(s: Socket) -> str:
+        network = network_of(s, node)
+        return network if network == "every network" else f"the {network} network"
+    return "; ".join(f"{s.describe()} reachable from {where(s)}" for s in sockets)
+
+
 def exposed(facts: NodeFacts, unit: str, allowed: tuple[str, ...]) -> list[Socket]:
     """The unit's sockets reachable from a network outside `allowed`."""
     return [s for s in facts.sockets_of(unit) if network_of(s, facts.node) not in allowed]

@@ -115,8 +115,9 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
         "journal": f"for u in {units}; do echo \"### $u\"; "
                    "journalctl -b -u $u -n 12 --no-pager -o short-monotonic; done",
         # glog's error lines (E1203 ...): the kubelet's last words on why a pod did not run
+        # (about pods and containers: not its start-up's garbage collection before Docker)
         "kubelet_errors": "journalctl -b -u kubelet.service --no-pager -o cat | "
-                          "grep -E '^E[0-9]{4} ' | tail -n 4",
+                          "grep -E '^E[0-9]{4} ' | grep -iE 'pod|container' | tail -n 4",
         "subnet_env": f"cat {spec.SUBNET_ENV}",
         "ip_addr": "ip -j addr",
         "ip_route": "ip route",

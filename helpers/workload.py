@@ -28,7 +28,7 @@ POD_PREFIX = "k8sconf-pod-"
 CONTAINER = "ping"
 HOST_PORT = 28207          # shared by every pod: one pod per minion
 RUN_SECONDS = 600          # the pod's own bound: an interrupted run's pods end by themselves
-DEADLINE = 90              # the kubelets sync every 10 s; a first pod start is a few more
+DEADLINE = 45              # the kubelets sync every 10 s; pods run within ~15 s here
 POLL = 3
 
 

@@ -103,8 +103,7 @@ def test_api_server_read_only_port_is_not_exposed(node, facts):
                if s.port == port]
     expect(not sockets, node.name, "the API server's read-only port is not exposed",
            expected=f"no socket of {spec.APISERVER} on port {port} beyond loopback",
-           found="; ".join(f"{s.describe()} reachable from the "
-                           f"{exposure.network_of(s, node)}" for s in sockets),
+           found=exposure.described(sockets, node),
            evidence={"who listens where": exposure.table(facts)})
 
 

@@ -34,8 +34,7 @@ def test_api_server_is_reachable_only_on_loopback(node, facts):
            "the API server listens on the master's loopback only",
            expected=f"every socket of {spec.APISERVER} on 127.0.0.0/8 (the read-only port "
                     f"{read_only} aside)",
-           found=("; ".join(f"{s.describe()} reachable from the "
-                            f"{exposure.network_of(s, node)}" for s in sockets)
+           found=(exposure.described(sockets, node)
                   or "the API server has no socket"),
            evidence={"who listens where": exposure.table(facts),
                      "apiserver.service ExecStart": facts.unit(spec.APISERVER).get("ExecStart", ""),

@@ -44,8 +44,7 @@ def test_kubelet_is_reachable_only_on_the_private_address(node, facts, master_fa
     expect(facts.sockets_of("kubelet.service") and not sockets, node.name,
            "the kubelet listens on the private address only",
            expected=f"every socket of kubelet.service on {node.private_ip} (or loopback)",
-           found=("; ".join(f"{s.describe()} reachable from the "
-                            f"{exposure.network_of(s, node)}" for s in sockets)
+           found=(exposure.described(sockets, node)
                   or "the kubelet has no socket"),
            evidence={"who listens where": exposure.table(facts),
                      f"from the master, HTTP to {node.public_ip}":
