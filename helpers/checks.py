@@ -5,21 +5,41 @@ assertion message so that the terminal shows it too.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from helpers.facts import FactsError, NodeFacts
 from helpers.reporting import attach, redact
 
 EVIDENCE_LINES = 25
+LINE_CHARS = 300
+# what differs between two reports of the same event: the journal's monotonic stamp, glog's
+# `I1203 07:21:59.325810    108 ` prefix, a pid in brackets
+_STAMPS = re.compile(r"^\[\s*[0-9.]+\]\s+|\b[IWEF]\d{4} [0-9:.]+\s+\d+ |\[\d+\]")
 
 
 class CheckFailed(AssertionError):
     pass
 
 
-def _tail(text: str) -> str:
+def condense(text: str) -> str:
+    """Evidence a person can read: each event once (its last time, with how often it came),
+    the last EVIDENCE_LINES of them, each line cut at LINE_CHARS. The report's attachment
+    keeps the full text."""
+    last: dict[str, tuple[int, str]] = {}
+    seen: dict[str, int] = {}
     lines = text.strip().splitlines()
-    cut = lines[-EVIDENCE_LINES:]
+    for index, line in enumerate(lines):
+        key = _STAMPS.sub("", line).strip()
+        seen[key] = seen.get(key, 0) + 1
+        last[key] = (index, line)
+    kept = [(line if seen[key] == 1 else f"{line}  (x{seen[key]})")
+            for key, (_, line) in sorted(last.items(), key=lambda item: item[1][0])]
+    dropped = len(kept) - EVIDENCE_LINES
+    kept = ([f"(... {dropped} earlier lines: see the report's attachment)"] if dropped > 0
+            else []) + kept[-EVIDENCE_LINES:]
+    cut = [line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + " ..." for line in kept]
     return "\n".join(("    " + line) for line in cut) or "    (empty)"
 
 
@@ -32,7 +52,7 @@ def expect(ok: bool, node: str, what: str, *, expected, found, evidence: dict | 
         attach(f"{node}: {name}", text)
     lines = [f"{node}: {what}", f"  expected: {expected}", f"  found:    {found}"]
     for name, text in evidence.items():
-        lines += [f"  evidence ({name}):", _tail(text)]
+        lines += [f"  evidence ({name}):", condense(text)]
     raise CheckFailed(redact("\n".join(lines)))
 
 

@@ -378,6 +378,22 @@ class NodeFacts:
                                 tuple(dict.fromkeys(units.get(p, "?") for p in pids))))
         return found
 
+    def brief_addresses(self) -> str:
+        """`ip -br addr` from `ip -j addr`: a line per interface, where the JSON is a
+        kilobyte per interface."""
+        try:
+            links = json.loads(self.section("ip_addr"))
+        except ValueError:
+            return self.section("ip_addr")
+        rows = []
+        for link in links if isinstance(links, list) else []:
+            if isinstance(link, dict):
+                addrs = [f"{a.get('local')}/{a.get('prefixlen')}" for a in link.get("addr_info", [])
+                         if a.get("family") == "inet"]
+                rows.append(f"{link.get('ifname', '?'):14} {link.get('operstate', '?'):8} "
+                            f"mtu {link.get('mtu', '?'):<6} {' '.join(addrs)}")
+        return "\n".join(rows)
+
     def listening(self) -> set[str]:
         """TCP addresses:ports something listens on."""
         return {s.local for s in self.sockets() if s.proto == "tcp"}

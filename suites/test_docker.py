@@ -20,7 +20,7 @@ def test_docker0_carries_the_flannel_subnet(node, facts):
     found = readable(facts.addresses, "docker0")
     expect(found == [wanted], node.name, "docker0's address is FLANNEL_SUBNET (--bip)",
            expected=wanted, found=", ".join(found) or "no IPv4 on docker0",
-           evidence={"ip addr": facts.section("ip_addr"),
+           evidence={"ip addr (brief)": facts.brief_addresses(),
                      "subnet.env": facts.section("subnet_env"),
                      "docker.service": facts.unit_file("docker.service")})
 

@@ -205,3 +205,27 @@ def test_an_unexpected_error_reading_one_node_fails_that_node_only(monkeypatch):
     assert found["coreos-1"].section("boot_id") == "b"
     assert isinstance(found["coreos-2"], facts_mod.FactsError)
     assert str(found["coreos-2"]) == "coreos-2: OSError: network is unreachable"
+
+
+def test_evidence_shows_each_event_once_and_stays_short():
+    from helpers.checks import EVIDENCE_LINES, condense
+    journal = "\n".join(
+        [f"[  {i}.10] coreos-2 dockerd[{200 + i}]: failed to start daemon: no bridge"
+         for i in range(7)] + ["[  9.00] coreos-2 systemd[1]: docker.service: Failed."])
+    text = condense(journal)
+    assert text.count("failed to start daemon") == 1 and "(x7)" in text
+    assert text.splitlines()[-1].endswith("docker.service: Failed.")
+    glog = "\n".join(f"E1203 07:52:{i:02d}.261775    2435 kubelet.go:906] Error syncing pod"
+                     for i in range(40))
+    assert condense(glog).strip().endswith("Error syncing pod  (x40)")
+    many = condense("\n".join(f"line {i}" for i in range(100)))
+    assert len(many.splitlines()) == EVIDENCE_LINES + 1 and "75 earlier lines" in many
+    assert condense("x" * 5000).endswith(" ...") and len(condense("x" * 5000)) < 320
+    assert condense("") == "    (empty)"
+
+
+def test_brief_addresses_say_in_a_line_what_the_json_says_in_a_kilobyte():
+    found = facts(ip_addr='[{"ifname":"docker0","operstate":"DOWN","mtu":1472,"addr_info":'
+                          '[{"family":"inet","local":"10.100.3.1","prefixlen":24}]}]')
+    assert found.brief_addresses().split() == ["docker0", "DOWN", "mtu", "1472", "10.100.3.1/24"]
+    assert facts(ip_addr="not json").brief_addresses() == "not json"
