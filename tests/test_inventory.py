@@ -53,7 +53,7 @@ MALFORMED = [
     ("bad flannel network", with_(guide={"flannel_network": "10.100.0.0/40"}),
      "guide.flannel_network: Input is not a valid IPv4 network"),
     ("bad subnet len", with_(guide={"flannel_subnet_len": 31}), "guide.flannel_subnet_len: Input should be less than or equal to 30"),
-    ("bad etcd endpoint", with_(guide={"etcd_endpoint": "127.0.0.1:4001"}), "guide.etcd_endpoint: String should match pattern"),
+    ("bad etcd endpoint", with_(guide={"etcd_endpoint": "127.0.0.1:4001"}), "guide.etcd_endpoint: must be an etcd client URL"),
     ("unknown deviation", with_(deviations={"kernel": "6.1"}), "deviations.kernel: unknown field"),
     ("token in inventory", {"provider": "digitalocean", "artifacts": {"dir": "."},
                             "digitalocean": {"image": "x", "ssh_keys": [1], "token": "dop_v1_secret"}},
@@ -128,7 +128,8 @@ def test_bad_yaml_names_the_line(tmp_path):
 
 def test_relative_paths_are_relative_to_the_inventory(tmp_path):
     path = tmp_path / "i.yaml"
-    path.write_text(yaml.safe_dump(with_(artifacts={"dir": "bins"}, ssh={"key": "keys/id"})))
+    path.write_text(yaml.safe_dump({"provider": "static", "nodes": STATIC_NODES[:1],
+                                    "artifacts": {"dir": "bins"}, "ssh": {"key": "keys/id"}}))
     loaded = inv.load(path)
     assert loaded.artifacts.dir == tmp_path / "bins"
     assert loaded.ssh.key == tmp_path / "keys" / "id"

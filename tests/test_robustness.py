@@ -21,10 +21,15 @@ SETTINGS = settings(max_examples=60, deadline=None,
 # -- inventories ------------------------------------------------------------------------
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-70000, 70000), st.floats(allow_nan=False),
                     st.text(max_size=20), st.sampled_from(["10.1.2.3", "10.0.0.0/8", "local",
-                                                            "master", "minion", "0" * 64]))
+                                                            "master", "minion", "0" * 64,
+                                                            "core; x", "a\nb", "127.0.0.0/24",
+                                                            "8.8.8.0/24", "10.100.0.0/16"]))
 KEYS = ["provider", "nodes", "ssh", "artifacts", "bootstrap", "deviations", "guide", "local",
         "qemu", "digitalocean", "name", "role", "public_ip", "private_ip", "port", "dir", "url",
-        "sha256", "count", "flannel_network", "enabled", "token", "image", "ssh_keys"]
+        "sha256", "count", "flannel_network", "enabled", "token", "image", "ssh_keys",
+        # issue 20: the fields whose values end up in unit files, commands and networks
+        "user", "key", "docker_command", "docker_host", "etcdctl_env", "public_network",
+        "private_network", "portal_net", "flannel_subnet_len", "work_dir", "tags"]
 documents = st.recursive(scalars, lambda children: st.one_of(
     st.lists(children, max_size=4),
     st.dictionaries(st.sampled_from(KEYS), children, max_size=6)), max_leaves=20)
@@ -42,13 +47,14 @@ def test_any_inventory_is_valid_or_one_clear_line(data):
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(["provider", "artifacts", "local", "guide", "ssh"]),
+@given(st.dictionaries(st.sampled_from(["provider", "artifacts", "local", "guide", "ssh",
+                                        "deviations", "nodes"]),
                        documents, min_size=1, max_size=5).map(lambda d: {"provider": "local", **d}))
 def test_inventories_near_the_valid_shape(data):
     try:
         inv.parse(data, "gen.yaml")
     except inv.InventoryError as exc:
-        assert "\n" not in str(exc)
+        assert "\n" not in str(exc) and not inv.CONTROL.search(str(exc))
 
 
 # -- garbage from the nodes ---------------------------------------------------------------
