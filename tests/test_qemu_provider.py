@@ -365,7 +365,8 @@ def _fake_vm(node_dir: Path, prefix: str, marker: str) -> subprocess.Popen:
     node_dir.mkdir(parents=True)
     (node_dir / "prefix").write_text(prefix)
     (node_dir / "disk.qcow2").write_bytes(b"overlay")
-    proc = subprocess.Popen(["sh", "-c", "sleep 60", marker])
+    # one process (a shell would leave its `sleep` behind when it is killed)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     (node_dir / "qemu.pid").write_text(f"{proc.pid}\n")
     return proc
 
