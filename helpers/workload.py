@@ -6,7 +6,7 @@ must place each on a different minion. Once every pod is Running, each pod's con
 pings every other node's pod across flannel. The answers become facts sections, so the
 checks (suites/test_workload.py) only read them:
 
-- master `pods`: the API's pod list; `kubecfg_pods`: `kubecfg list pods`;
+- master `pods`: the API's answer for each pod; `kubecfg_pods`: `kubecfg list pods`;
   `pods_created`: what `kubecfg create` answered;
 - every node `pod_pings`: from its pod's network namespace, as facts.ping_script.
 
@@ -74,20 +74,41 @@ def create_command(names: list[str], guide: dict) -> str:
     return "\n".join(lines)
 
 
-def list_command(guide: dict) -> str:
-    return (f"curl -s -m 5 '{_api(guide)}/api/v1beta1/pods?labels=k8sconf%3Dworkload'; "
-            f"echo '@@kubecfg'; {_kubecfg(guide)} list pods 2>&1")
+POD_MARK = "@@pod "
+
+
+def list_command(names: list[str], guide: dict) -> str:
+    """Each pod on its own: v0.7 answers 500 for the whole list (and for `kubecfg list
+    pods`) as soon as one pod is bound to a minion it cannot reach, which would fail every
+    node's check for one node's fault."""
+    gets = "; ".join(f"echo '{POD_MARK}{name}'; curl -s -m 5 '{_api(guide)}/api/v1beta1/pods/"
+                     f"{name}'; echo" for name in names)
+    return f"{gets}; echo '@@kubecfg'; {_kubecfg(guide)} list pods 2>&1"
 
 
 def parse_pods(text: str) -> dict[str, dict]:
-    """{pod id: {status, host, podIP}} from the API's v1beta1 pod list."""
-    try:
-        items = json.loads(text).get("items") or []
-        return {item["id"]: {key: (item.get("currentState") or {}).get(key) or ""
-                             for key in ("status", "host", "podIP")}
-                for item in items if isinstance(item, dict) and item.get("id")}
-    except (ValueError, AttributeError, KeyError, TypeError):
-        return {}
+    """{pod id: {status, host, podIP}} from the API's answers, one per pod; a pod whose
+    answer is no pod (an error Status, nothing) is left out."""
+    found = {}
+    for block in text.split(POD_MARK)[1:]:
+        name, _, body = block.partition("\n")
+        try:
+            pod = json.loads(body)
+            state = pod.get("currentState") or {}
+            if pod.get("id") == name.strip():
+                found[pod["id"]] = {key: state.get(key) or "" for key in ("status", "host", "podIP")}
+        except (ValueError, AttributeError, KeyError, TypeError):
+            continue
+    return found
+
+
+def unanswered(text: str) -> dict[str, str]:
+    """{pod id: the API's answer} for the pods it did not answer with a pod."""
+    answers = {}
+    for block in text.split(POD_MARK)[1:]:
+        name, _, body = block.partition("\n")
+        answers[name.strip()] = body.strip()
+    return {name: body for name, body in answers.items() if name not in parse_pods(text)}
 
 
 def all_running(pods: dict[str, dict], names: list[str]) -> bool:
@@ -113,10 +134,10 @@ def run(cluster: Cluster, connections, guide: dict, timeout: float,
     found[master.name]["pods_created"] = created.stdout + created.stderr
     until = time.monotonic() + deadline
     while True:
-        answer = connections[master.name].run(list_command(guide), sudo=True,
-                                              timeout=timeout, label="the pod list").stdout
+        answer = connections[master.name].run(list_command(names, guide), sudo=True,
+                                              timeout=timeout, label="the pods").stdout
         api, _, table = answer.partition("@@kubecfg\n")
-        pods = {name: info for name, info in parse_pods(api).items() if name in names}
+        pods = parse_pods(api)
         if all_running(pods, names) or time.monotonic() > until:
             break
         time.sleep(POLL)

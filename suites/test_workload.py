@@ -21,13 +21,11 @@ def pods(run_state, master_facts) -> dict[str, dict]:
     return workload.parse_pods(master_facts.section("pods"))
 
 
-def _unlisted(master_facts) -> str:
-    """Why there is no pod list at all (v0.7 answers 500 for the whole list when one
-    minion's kubelet cannot be reached), or '' when the API answered one."""
-    answer = master_facts.section("pods")
-    if '"kind": "PodList"' in answer:
-        return ""
-    return f"the API server's pod list could not be read: {answer.strip()[:200] or 'no answer'}"
+def _unanswered(master_facts) -> str:
+    """The pods the API server did not answer for (one of them may be this node's)."""
+    missing = workload.unanswered(master_facts.section("pods"))
+    return "; ".join(f"the API's answer for {name}: {' '.join(body.split())[:160] or 'none'}"
+                     for name, body in missing.items())
 
 
 def _evidence(facts, master_facts) -> dict:
@@ -46,7 +44,8 @@ def test_a_pod_runs_on_the_node(node, facts, master_facts, pods):
     expect(bool(running), node.name, "a pod created through the API runs on the node",
            expected=f"a pod bound to {node.private_ip} Running (within {workload.DEADLINE} s)",
            found=(", ".join(f"{n} {i['status'] or 'no status'}" for n, i in mine.items())
-                  or _unlisted(master_facts) or f"no pod bound to {node.private_ip}")
+                  or f"no pod bound to {node.private_ip}"
+                  + (f" ({_unanswered(master_facts)})" if _unanswered(master_facts) else ""))
                  + (f"; the kubelet's last error: {why[-1][:300]}" if why else ""),
            evidence=_evidence(facts, master_facts))
 
@@ -59,7 +58,7 @@ def test_pod_reaches_the_pods_on_other_nodes(node, facts, master_facts, cluster_
     reached = facts.pings("pod_pings")
     unreachable = [name for name, ok in reached.items() if not ok]
     if node.private_ip not in running:
-        found = _unlisted(master_facts) or "no pod of its own runs (see test_a_pod_runs_on_the_node)"
+        found = "no pod of its own runs (see test_a_pod_runs_on_the_node)"
     elif unreachable:
         found = "unreachable: " + ", ".join(
             name + dropped_there(cluster_facts, name, "pod_pings") for name in unreachable)
