@@ -239,9 +239,10 @@ class ClusterLifecycle:
                     for section, text in sections.items():
                         found[name].set(section, text, 0)
             facts_mod.save(found, FACTS_FILE)
-        if work:
+        names = work.get(self.cluster.master.name, {}).get("pod_names", "").split()
+        if names:
             try:
-                workload.remove(self.cluster, connections, guide, timeout)
+                workload.remove(self.cluster, connections, guide, timeout, names)
             except SSHError:
                 pass   # the pods' own sleep ends them
         return found

@@ -160,9 +160,14 @@ def run(cluster: Cluster, connections, guide: dict, timeout: float,
 
     with ThreadPoolExecutor(max_workers=max(1, len(mine))) as pool:
         list(pool.map(pings, [n for n in cluster.nodes if n.name in mine]))
+    found[master.name]["pod_names"] = " ".join(names)
     return found
 
 
-def remove(cluster: Cluster, connections, guide: dict, timeout: float) -> None:
-    connections[cluster.master.name].run(_delete_ours(guide), sudo=True, timeout=timeout,
+def remove(cluster: Cluster, connections, guide: dict, timeout: float,
+           names: list[str]) -> None:
+    """Delete this run's pods by name (a listing can fail: see list_command)."""
+    command = "; ".join(f"{_kubecfg(guide)} delete pods/{name} >/dev/null 2>&1"
+                        for name in names)
+    connections[cluster.master.name].run(command, sudo=True, timeout=timeout,
                                          label="kubecfg delete pods")
