@@ -239,10 +239,9 @@ class ClusterLifecycle:
                     for section, text in sections.items():
                         found[name].set(section, text, 0)
             facts_mod.save(found, FACTS_FILE)
-        names = work.get(self.cluster.master.name, {}).get("pod_names", "").split()
-        if names:
+        if work:
             try:
-                workload.remove(self.cluster, connections, guide, timeout, names)
+                workload.remove(self.cluster, connections, guide, timeout)
             except SSHError:
                 pass   # the pods' own sleep ends them
         return found

@@ -58,9 +58,13 @@ def _kubecfg(guide: dict) -> str:
 
 
 def _delete_ours(guide: dict) -> str:
-    """Delete every pod of ours (an earlier run's too): `kubecfg -l` lists them."""
-    return (f"for p in $({_kubecfg(guide)} -l k8sconf=workload list pods 2>/dev/null | "
-            f"awk 'NR > 2 && $1 ~ /^{POD_PREFIX}/ {{print $1}}'); do "
+    """Delete every pod of ours, an earlier run's too: their names come from the API
+    server's registry in etcd, since the API's own pod list fails (500) while a pod is
+    bound to a minion it cannot reach. A pod left behind keeps the shared hostPort, and
+    the scheduler then finds no fit for the new ones."""
+    registry = f"{guide['etcd_endpoint']}/v2/keys/registry/pods/default"
+    return (f"for p in $(curl -s -m 5 {registry} | grep -o '/registry/pods/default/"
+            f"{POD_PREFIX}[a-z0-9-]*' | sed 's|.*/||'); do "
             f"{_kubecfg(guide)} delete pods/$p >/dev/null 2>&1; done")
 
 
@@ -160,14 +164,9 @@ def run(cluster: Cluster, connections, guide: dict, timeout: float,
 
     with ThreadPoolExecutor(max_workers=max(1, len(mine))) as pool:
         list(pool.map(pings, [n for n in cluster.nodes if n.name in mine]))
-    found[master.name]["pod_names"] = " ".join(names)
     return found
 
 
-def remove(cluster: Cluster, connections, guide: dict, timeout: float,
-           names: list[str]) -> None:
-    """Delete this run's pods by name (a listing can fail: see list_command)."""
-    command = "; ".join(f"{_kubecfg(guide)} delete pods/{name} >/dev/null 2>&1"
-                        for name in names)
-    connections[cluster.master.name].run(command, sudo=True, timeout=timeout,
+def remove(cluster: Cluster, connections, guide: dict, timeout: float) -> None:
+    connections[cluster.master.name].run(_delete_ours(guide), sudo=True, timeout=timeout,
                                          label="kubecfg delete pods")
