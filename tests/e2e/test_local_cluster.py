@@ -206,8 +206,9 @@ def leftovers(prefix: str, work_dir: Path) -> dict[str, list[str]]:
     """Everything on the host that still names our prefix."""
     marker = f"{prefix}-"
     found = {
+        # a supervisor names its node's directory (work_dir is shared by every cluster)
         "processes": [c for c in _cmdlines() if marker in c or
-                      (SUPERVISOR_NAME in c and str(work_dir) in c)],
+                      (SUPERVISOR_NAME in c and f"{work_dir}/{marker}" in c)],
         "namespaces": [n for n in (p.name for p in netns.NETNS_DIR.glob("*"))
                        if n.startswith(marker)] if netns.NETNS_DIR.is_dir() else [],
         "links": netns.our_links(prefix),
