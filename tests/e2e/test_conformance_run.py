@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 PREFIX = "k8srun"
 TIMES: dict[str, float] = {}
 

@@ -36,7 +36,8 @@ import pytest
 
 from helpers.paths import ROOT
 
-pytestmark = [pytest.mark.e2e, pytest.mark.fresh_debian, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.fresh_debian, pytest.mark.slow,
+              pytest.mark.xdist_group(__name__)]
 
 CACHE = Path(os.environ.get("K8SCONF_CACHE", "/var/cache/k8s-coreos-conformance")) / "fresh-debian"
 MIRROR = "http://deb.debian.org/debian"

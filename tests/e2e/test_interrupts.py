@@ -13,7 +13,7 @@ from helpers.providers.processes import children
 from tests.e2e.slow_checks import checks_started
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 PREFIX = "k8sint"
 PHASES = {
     # each: what shows that the phase is under way

@@ -34,7 +34,7 @@ from helpers.inventory import ROOT
 from helpers.providers.local import LocalProvider
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 PREFIX = "k8srep"
 OCTET = 22                     # 192.168.22.0/24 and 10.122.0.0/24
 SUITE_TIMEOUT = 600            # one suite run (about 40 s when the rootfs is cached)
