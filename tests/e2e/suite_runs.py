@@ -34,6 +34,7 @@ class SuiteRun:
     def __init__(self, inventory: Path, reports: Path, *args: str, env: dict | None = None):
         self.reports = reports
         command = [sys.executable, "-m", "pytest", "suites", "--inventory", str(inventory),
+                   "--require-real",   # a missing source fails, never a quiet stand-in run
                    "--alluredir", str(reports / "allure-results"),
                    "--junitxml", str(reports / "junit.xml"), *args]
         environment = {**os.environ, "K8SCONF_REPORTS": str(reports), "PYTHONUNBUFFERED": "1",

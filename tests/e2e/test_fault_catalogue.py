@@ -154,7 +154,7 @@ class Catalogue:
               inventory: Path | None = None, during=None) -> SuiteRun:
         xml = self.work / f"{label}.xml"
         log = self.work / f"{label}.log"
-        argv = [sys.executable, "-m", "pytest", "suites", "--inventory",
+        argv = [sys.executable, "-m", "pytest", "suites", "--require-real", "--inventory",
                 str(inventory or self.inventory_path), "-p", "no:randomly",
                 "-p", "no:cacheprovider", "--junitxml", str(xml),
                 "--alluredir", str(self.work / "allure"), "-q"]

@@ -37,8 +37,7 @@ class Runs:
 
     def run(self, *args: str, timeout: float = 900) -> tuple[int, str]:
         self.count += 1
-        run = SuiteRun(self.inventory, self.reports, "-q", "-p", "no:randomly",
-                       "--require-real", *args)
+        run = SuiteRun(self.inventory, self.reports, "-q", "-p", "no:randomly", *args)
         code = run.wait(timeout)
         (self.work / f"run{self.count}.log").write_text(run.output)
         return code, run.output
@@ -162,8 +161,7 @@ def test_a_failure_gone_on_the_second_reading_is_transient(runs, healthy):
     judge it: its check fails on the first reading, passes on the second, and is reported
     as transient (flaky in Allure), not hidden; a plain run stays persistent."""
     runs.sh("coreos-2", "systemctl stop proxy.service")
-    run = SuiteRun(runs.inventory, runs.reports, "-q", "-p", "no:randomly", "--require-real",
-                   *KEEP)
+    run = SuiteRun(runs.inventory, runs.reports, "-q", "-p", "no:randomly", *KEEP)
     try:
         run.wait_for(lambda: run.saw("gather facts for the checks"), "the facts", 600)
     finally:
