@@ -693,11 +693,12 @@ def _faults() -> list[Fault]:
         [t("test_a_pod_runs_on_the_node", B), t("test_pod_reaches_the_pods_on_other_nodes", B)],
         [B], slow=True, message={t("test_a_pod_runs_on_the_node", B): "docker-api-pin.sock"},
         note="the message quotes the kubelet's error: dial unix /run/docker-api-pin.sock")
+    # the v0.7 kubelet reads its pods from the node's own etcd: no pod runs there either
     add("etcd-member-down", "etcd stopped on a minion (flannel and docker left running)",
         stop_unit(B, "etcd.service", ignore_dependencies=True),
         [t("test_etcd_is_healthy_with_every_member", B), t("test_network_config_equals_the_spec", B),
          t("test_subnet_lies_in_the_network_stored_in_etcd", B),
-         t("test_etcd_lease_names_the_private_ip", B)], [B])
+         t("test_etcd_lease_names_the_private_ip", B), *workload_fails(B)], [B], slow=True)
 
     # -- flannel and docker ----------------------------------------------------------------
     add("subnet-env-removed", "/run/flannel/subnet.env removed",
@@ -726,14 +727,15 @@ def _faults() -> list[Fault]:
                 restart=True),
         [t("test_docker_applies_the_flannel_mtu", B),
          unit_check("test_unit_runs_the_guide_command", B, "docker")], [B])
+    # Docker's MASQUERADE of the node's containers (-s <its docker0 subnet> ! -o docker0)
+    # still carries their pings across flannel under the node's real lease: the data plane
+    # checks pass, the subnet and lease checks say what is wrong
     add("subnet-shared-with-master", "a minion's subnet.env holds the master's subnet, "
         "docker restarted with it",
         rewrite_subnet_env(B, lambda lab, env: {
             **env, "FLANNEL_SUBNET": lab.subnet_env(M)["FLANNEL_SUBNET"]}, True),
         [t("test_subnet_is_unique_across_nodes", M), t("test_subnet_is_unique_across_nodes", B),
-         t("test_etcd_lease_names_the_private_ip", B),
-         t("test_container_reaches_every_other_node", B),
-         t("test_pod_reaches_the_pods_on_other_nodes", B)], [B])
+         t("test_etcd_lease_names_the_private_ip", B)], [B])
     add("network-config-changed", "etcd's /coreos.com/network/config set to 10.200.0.0/16",
         network_config_changed(),
         [t(c, n) for c in ("test_network_config_equals_the_spec",
