@@ -11,7 +11,7 @@ from helpers.checks import expect, guide_section
 from helpers.trace import verifies
 
 pytestmark = [*guide_section("Minion registration", "blocker"), pytest.mark.role(spec.MASTER)]
-DEADLINE = 60
+DEADLINE = 30   # minions register within seconds of the controller manager starting
 
 
 def table_column(text: str, header: str) -> list[str] | None:
