@@ -41,7 +41,8 @@ from helpers.providers.local import LocalProvider
 from .faults import (FAULTS, Fault, Lab, differences, node_of, plan_rounds,
                      snapshot)
 
-# in the default test run: about 10 minutes on 2 cores (`-m "not faults"` leaves it out)
+# in the default test run: about 20 minutes on 2 cores with the real binaries
+# (`-m "not faults"` leaves it out)
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.faults,
               pytest.mark.xdist_group("fault-catalogue")]
 
