@@ -27,6 +27,7 @@ from helpers.providers.base import Cluster
 POD_PREFIX = "k8sconf-pod-"
 CONTAINER = "ping"
 HOST_PORT = 28207          # shared by every pod: one pod per minion
+CONTAINER_PORT = 7
 RUN_SECONDS = 600          # the pod's own bound: an interrupted run's pods end by themselves
 DEADLINE = 45              # the kubelets sync every 10 s; pods run within ~15 s here
 POLL = 3
@@ -46,7 +47,8 @@ def manifest(name: str) -> dict:
                 "version": "v1beta1", "id": name,
                 "containers": [{"name": CONTAINER, "image": PROBE_IMAGE,
                                 "command": ["sleep", str(RUN_SECONDS)],
-                                "ports": [{"containerPort": 7, "hostPort": HOST_PORT}]}]}}}
+                                "ports": [{"containerPort": CONTAINER_PORT,
+                                           "hostPort": HOST_PORT}]}]}}}
 
 
 def _api(guide: dict) -> str:

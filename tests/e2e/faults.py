@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from helpers import spec
+from helpers import spec, workload
 from helpers.facts import parse_show, start_order_violations
 
 MASTER, MINION_A, MINION_B = "coreos-1", "coreos-2", "coreos-3"
@@ -151,11 +151,12 @@ echo '## /opt/bin'; cd {spec.BIN_DIR} && sha256sum * | sort
 echo '## subnet.env'; cat {spec.SUBNET_ENV}
 echo '## active'; systemctl is-active etcd.service {GUIDE_UNITS} {API_PIN} {SECOND_API_UNIT} 2>&1
 echo '## failed'; systemctl list-units --failed --plain --no-legend --no-pager
-echo '## iptables'; iptables -S | sort
-echo '## listening'; ss -Hltnp | awk '!/"kube-proxy"/ || $4 ~ /:10249$/ {{print $4}}' | sort
+echo '## iptables'; iptables -S | grep -v -- '--dport {workload.CONTAINER_PORT} -j ACCEPT$' | sort
+echo '## listening'; ss -Hltnp | awk '(!/"kube-proxy"/ || $4 ~ /:10249$/) && $4 !~ /:{workload.HOST_PORT}$/ {{print $4}}' | sort
 echo '## docker0'; ip -4 -o addr show dev docker0 | awk '{{print $4}}'
 echo '## containers'; docker ps --format '{{{{.Names}}}}' | grep -vc '^k8s_'"""
-# the kubelet's own containers (k8s_*) come and go with the suite's pods: not counted;
+# the kubelet's own containers (k8s_*) come and go with the suite's pods: not counted, nor
+# the hostPort their pods publish (its docker-proxy listener and its DOCKER chain rule);
 # kube-proxy's portal listeners take a random port each time it (re)opens them: only its
 # fixed 10249 is compared
 SNAPSHOT += f"""
