@@ -630,17 +630,28 @@ def _anchor_paths(inventory: Inventory, base: Path) -> Inventory:
     return inventory.model_copy(update=updates)
 
 
-def json_schema() -> dict:
-    schema = Inventory.model_json_schema()
+def schema_of(model: type[BaseModel], what: str) -> dict:
+    """A model's JSON Schema as we commit it (inventories/*.schema.json)."""
+    schema = model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "k8s-coreos-conformance inventory"
+    schema["title"] = f"k8s-coreos-conformance {what}"
     return schema
 
 
-if __name__ == "__main__":
+def write_schema(module: str, path: Path, schema: dict, argv: list[str]) -> None:
+    """`python3 -m <module> --schema`: write the committed schema file."""
     import json
     import sys
-    if sys.argv[1:] != ["--schema"]:
-        sys.exit("usage: python3 -m helpers.inventory --schema")
-    SCHEMA_PATH.write_text(json.dumps(json_schema(), indent=2) + "\n")
-    print(f"wrote {SCHEMA_PATH}")
+    if argv != ["--schema"]:
+        sys.exit(f"usage: python3 -m {module} --schema")
+    path.write_text(json.dumps(schema, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def json_schema() -> dict:
+    return schema_of(Inventory, "inventory")
+
+
+if __name__ == "__main__":
+    import sys
+    write_schema("helpers.inventory", SCHEMA_PATH, json_schema(), sys.argv[1:])

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from helpers.inventory import Name
+from helpers.inventory import Name, schema_of, write_schema
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "inventories" / "waivers.schema.json"
 Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -115,19 +115,7 @@ def find(waivers: list[Waiver], test_id: str, node: str, role: str,
 
 
 def json_schema() -> dict:
-    schema = WaiverFile.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "k8s-coreos-conformance waivers"
-    return schema
-
-
-if __name__ == "__main__":
-    import json
-    import sys
-    if sys.argv[1:] != ["--schema"]:
-        sys.exit("usage: python3 -m helpers.waivers --schema")
-    SCHEMA_PATH.write_text(json.dumps(json_schema(), indent=2) + "\n")
-    print(f"wrote {SCHEMA_PATH}")
+    return schema_of(WaiverFile, "waivers")
 
 
 class WaiverHook:
@@ -154,3 +142,8 @@ class WaiverHook:
                            + (failure[0].removeprefix("helpers.checks.CheckFailed: ")
                               if failure else "?"))
         report.user_properties.append(("waived", waiver.check))
+
+
+if __name__ == "__main__":
+    import sys
+    write_schema("helpers.waivers", SCHEMA_PATH, json_schema(), sys.argv[1:])
