@@ -441,7 +441,14 @@ class NodeFacts:
         return found.group(1) if found and self.ok("probe_container") else ""
 
     def dropped_during_pings(self, section: str = "pings") -> tuple[str, int]:
-        """(FORWARD policy, packets it dropped while the pings ran), -1 if unread."""
+        """(FORWARD policy, packets it dropped while the pings ran), -1 if unread. For the
+        probe containers' pings the window runs from the facts round to the round after
+        every node's pings (see gather_cluster); a section's own before/after lines
+        otherwise (the pods' pings)."""
+        if section == "pings" and self.section("forward_after"):
+            (policy, first), (_, last) = (self.forward_policy(),
+                                          self.forward_policy(self.section("forward_after")))
+            return (policy, last - first) if first >= 0 and last >= 0 else (policy, -1)
         text = self.section(section)
         before = re.search(r"^forward-before (.*)$", text, re.M)
         after = re.search(r"^forward-after (.*)$", text, re.M)
@@ -500,6 +507,9 @@ def gather(connection, node: Node, cluster: Cluster, guide: dict, timeout: float
     return NodeFacts(node, texts, codes)
 
 
+FORWARD_COUNTER = "iptables -w -L FORWARD -v -n -x 2>/dev/null | head -n 1"
+
+
 def ping_script(pid: str, targets: dict[str, str]) -> str:
     """From the probe container's network namespace, ping every target at once; one line
     each: `<node> <ip> ok|FAILED`. The node's own ping in the container's namespace
@@ -508,10 +518,9 @@ def ping_script(pid: str, targets: dict[str, str]) -> str:
     pings = " ".join(f"(ping -c 1 -W {PING_WAIT} {ip} >/dev/null 2>&1 && echo {name} {ip} ok "
                      f"|| echo {name} {ip} FAILED) &" for name, ip in targets.items())
     # the node's FORWARD chain, before and after: what its policy dropped meanwhile
-    forward = "iptables -w -L FORWARD -v -n -x 2>/dev/null | head -n 1"
-    return (f"echo \"forward-before $({forward})\"; "
+    return (f"echo \"forward-before $({FORWARD_COUNTER})\"; "
             f"nsenter -n -t {pid} sh -c {shlex.quote(pings + ' wait')}; "
-            f"echo \"forward-after $({forward})\"")
+            f"echo \"forward-after $({FORWARD_COUNTER})\"")
 
 
 def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -> Gathered:
@@ -548,10 +557,14 @@ def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -
 
     def remove(name):
         # its init, by pid; --rm has Docker remove the container (and dockerd does that
-        # work while the checks run, instead of before)
+        # work while the checks run, instead of before). The FORWARD counter read here,
+        # after every node's pings, closes the window opened by the facts round: the
+        # pings a node's policy drops are the other nodes', sent while it ran its own.
         try:
-            connections[name].run(f"kill -KILL {probes[name].probe_pid()} || "
-                                  f"docker rm -f {probe}", sudo=True, timeout=timeout)
+            result = connections[name].run(
+                f"(kill -KILL {probes[name].probe_pid()} || docker rm -f {probe}) "
+                f">/dev/null 2>&1; {FORWARD_COUNTER}", sudo=True, timeout=timeout)
+            probes[name].set("forward_after", result.stdout, result.rc)
         except Exception:  # noqa: BLE001 - its bounded sleep ends it anyway
             pass
 

@@ -229,3 +229,16 @@ def test_brief_addresses_say_in_a_line_what_the_json_says_in_a_kilobyte():
                           '[{"family":"inet","local":"10.100.3.1","prefixlen":24}]}]')
     assert found.brief_addresses().split() == ["docker0", "DOWN", "mtu", "1472", "10.100.3.1/24"]
     assert facts(ip_addr="not json").brief_addresses() == "not json"
+
+
+def test_the_probe_pings_window_runs_from_the_facts_round_to_after_every_nodes_pings():
+    """Other nodes' pings reach a node while it runs its own: its counter is read in the
+    facts round and again after all pings (the probe removal round)."""
+    found = facts(forward_rules="-P FORWARD DROP\nChain FORWARD (policy DROP 8 packets, 672 bytes)",
+                  forward_after="Chain FORWARD (policy DROP 11 packets, 924 bytes)",
+                  pings="forward-before Chain FORWARD (policy DROP 8 packets, 672 bytes)\n"
+                        "coreos-1 10.100.1.2 ok\n"
+                        "forward-after Chain FORWARD (policy DROP 8 packets, 672 bytes)")
+    assert found.dropped_during_pings() == ("DROP", 3)
+    # the pods' pings keep their own window
+    assert found.dropped_during_pings("pod_pings") == ("", -1)
