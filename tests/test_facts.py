@@ -242,3 +242,9 @@ def test_the_probe_pings_window_runs_from_the_facts_round_to_after_every_nodes_p
     assert found.dropped_during_pings() == ("DROP", 3)
     # the pods' pings keep their own window
     assert found.dropped_during_pings("pod_pings") == ("", -1)
+
+
+def test_a_second_reading_leaves_the_pings_window_alone():
+    readable = facts_mod.rereadable(MINION, CLUSTER, GUIDE)
+    assert "forward_rules" not in readable and "probe_container" not in readable
+    assert "show" in readable and "listen" in readable
