@@ -2,7 +2,8 @@
 
 Both the bootstrap (which renders unit files from it) and the conformance checks
 (which compare a node against it) read this module; no other module repeats these
-facts. The source is the tutorial in shared/guide; GUIDE-SPEC.md restates it.
+facts. docs/guide.md restates the tutorial in our words; tests/data/guide/ holds its
+seven unit files as printed, and tests/test_spec.py compares this module against them.
 
 Values that depend on the inventory (ports, networks, the machines list) are
 written as ``{placeholders}`` and filled by :func:`render_values`. ``${VARS}`` are
