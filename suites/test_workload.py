@@ -41,11 +41,12 @@ def test_a_pod_runs_on_the_node(node, facts, master_facts, pods):
             if info["host"].rstrip("/") == node.private_ip}
     running = [name for name, info in mine.items() if info["status"] == "Running"]
     why = facts.section("kubelet_errors").strip().splitlines()
+    unanswered = _unanswered(master_facts)
     expect(bool(running), node.name, "a pod created through the API runs on the node",
            expected=f"a pod bound to {node.private_ip} Running (within {workload.DEADLINE} s)",
            found=(", ".join(f"{n} {i['status'] or 'no status'}" for n, i in mine.items())
                   or f"no pod bound to {node.private_ip}"
-                  + (f" ({_unanswered(master_facts)})" if _unanswered(master_facts) else ""))
+                  + (f" ({unanswered})" if unanswered else ""))
                  + (f"; the kubelet's last error: {why[-1][:300]}" if why else ""),
            evidence=_evidence(facts, master_facts))
 

@@ -27,6 +27,7 @@ from helpers.inventory import ROOT, parse
 from helpers.providers import digitalocean as do
 from helpers.providers.base import Cluster, ProviderError, ProviderUnavailable
 from tests.fake_digitalocean import FakeDigitalOcean, parse_user_data
+from tests.project import copy_project
 from tests.sshd import free_port, keygen
 
 
@@ -515,22 +516,13 @@ def test_age_parsing(text, seconds):
 
 
 # -- whole conformance runs against the fake -------------------------------------------------------
-COPIED = ("helpers", "suites", "inventories", "conftest.py", "pytest.ini")
 
 
 @pytest.fixture(scope="module")
 def project_copy(tmp_path_factory) -> Path:
     """The suite in a scratch directory: its reports/ (state file, junit, allure results)
     are the run's own, not the working tree's."""
-    target = tmp_path_factory.mktemp("project")
-    for name in COPIED:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, target / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, target / name)
-    return target
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture

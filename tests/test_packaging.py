@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -17,9 +16,9 @@ import pytest
 import yaml
 
 from helpers.paths import ROOT
+from tests.project import copy_project
 
 VENV_PYTEST = Path(sys.executable).parent / "pytest"
-COPIED = ("helpers", "suites", "inventories", "docs", "conftest.py", "pytest.ini")
 
 
 def run(argv, cwd, env=None, timeout=180):
@@ -62,15 +61,7 @@ def tree(path: Path) -> dict[str, float]:
 @pytest.fixture
 def project_copy(tmp_path) -> Path:
     """The suite in a scratch directory, so that its reports/ is nobody else's."""
-    target = tmp_path / "project"
-    for name in COPIED:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, target / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, target / name)
-    return target
+    return copy_project(tmp_path / "project")
 
 
 # -- the package ---------------------------------------------------------------------------
