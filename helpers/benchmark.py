@@ -43,6 +43,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -207,10 +208,10 @@ _SESSION = re.compile(r" in (\d+(?:\.\d+)?)s")
 def parse_pytest_summary(output: str) -> dict:
     """{"passed": n, ..., "session_s": x} from pytest's last summary line."""
     for line in reversed(output.splitlines()):
-        if _SESSION.search(line) and _OUTCOME.search(line):
-            found = {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
+        if (session := _SESSION.search(line)) and _OUTCOME.search(line):
+            found: dict[str, float] = {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
                      for n, kind in _OUTCOME.findall(line)}
-            found["session_s"] = float(_SESSION.search(line).group(1))
+            found["session_s"] = float(session.group(1))
             return found
     return {}
 
@@ -273,8 +274,8 @@ def format_table(sizes: list[dict], columns=TIMES) -> str:
     """A fixed-width table: one row per cluster size."""
     header = [c[0] for c in columns]
     rows = [[_fmt(_get(size, *path), digits) for _, path, digits in columns] for size in sizes]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths))
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
              for line in [header, ["-" * w for w in widths], *rows]]
     return "\n".join(lines)
 
@@ -295,12 +296,13 @@ def evaluate_targets(sizes: list[dict]) -> list[dict]:
     speedup3 = _get(three, "speedup") if three else None
     add("3 nodes: >= 5x faster than the naive baseline", speedup3, TARGET_SPEEDUP,
         speedup3 is not None and speedup3 >= TARGET_SPEEDUP)
+    path: tuple[str, ...]
     for label, path in (("in-process", ("verify",)), ("pytest serial", ("pytest_serial",)),
                         (f"pytest -n {XDIST_WORKERS}", ("pytest_xdist",))):
         worst = max((_get(s, *path, "round_trips_max") or 0 for s in sizes), default=None)
         measured = any(_get(s, *path, "round_trips_max") is not None for s in sizes)
         add(f"<= 5 round trips per node ({label})", worst if measured else None,
-            TARGET_ROUND_TRIPS, measured and worst <= TARGET_ROUND_TRIPS)
+            TARGET_ROUND_TRIPS, measured and worst is not None and worst <= TARGET_ROUND_TRIPS)
     for label, path in (("in-process", ("verify", "wall_s")),
                         ("pytest serial", ("pytest_serial", "wall_s")),
                         (f"pytest -n {XDIST_WORKERS}", ("pytest_xdist", "wall_s"))):
@@ -372,7 +374,8 @@ class Meter:
         self.cluster = cluster
 
     def __enter__(self):
-        self.load = (loadavg() or [None])[0]
+        loads = loadavg()
+        self.load = loads[0] if loads else None
         self.wall = time.monotonic()
         self.cpu = time.process_time()
         self.children = _children_cpu()
@@ -468,10 +471,11 @@ def _env_pairs(text: str) -> dict[str, str]:
 
 
 def naive_checks(node, cluster, inventory, hosts: dict, shipped: dict[str, str],
-                 probe: str) -> list[tuple[str, object]]:
+                 probe: str) -> list[tuple[str, Callable[[], object]]]:
     """The suite's assertions for one node, each doing its own testinfra calls (no shared
     facts, no evidence unless asked): (name, callable returning whether it holds)."""
     import ipaddress
+
     from helpers import spec
     from helpers.bootstrap.units import node_values
     host, master = hosts[node.name], hosts[cluster.master.name]
@@ -479,7 +483,7 @@ def naive_checks(node, cluster, inventory, hosts: dict, shipped: dict[str, str],
     api = f"http://{guide.apiserver_address}:{guide.apiserver_port}"
     etcd = guide.etcd_endpoint
     kubelet = guide.kubelet_port
-    checks: list[tuple[str, object]] = []
+    checks: list[tuple[str, Callable[[], object]]] = []
 
     def check(name):
         def register(fn):
@@ -610,16 +614,16 @@ def naive_checks(node, cluster, inventory, hosts: dict, shipped: dict[str, str],
         f"tcp://{node.public_ip}:{kubelet}").is_listening and status(
         f"http://{node.public_ip}:{kubelet}/healthz", master) == "000")
     if node.is_master:
-        wanted = sorted(n.private_ip for n in cluster.nodes)
+        node_ips = sorted(n.private_ip for n in cluster.nodes)
         check("api on loopback")(lambda: body(f"{api}/healthz").strip() == "ok")
         for address in (node.public_ip, node.private_ip):
             check(f"api not on {address}")(lambda a=address: status(
                 f"http://{a}:{guide.apiserver_port}/healthz") == "000")
         check("kubecfg lists every node")(lambda: sorted(
             host.run(f"{spec.BIN_DIR}/kubecfg -h {api} list minions").stdout.split()[3:])
-            == wanted)
+            == node_ips)
         check("api lists every node")(lambda: sorted(
-            i["id"] for i in json.loads(body(f"{api}/api/v1beta1/minions"))["items"]) == wanted)
+            i["id"] for i in json.loads(body(f"{api}/api/v1beta1/minions"))["items"]) == node_ips)
         check("kubecfg -version")(lambda: "Kubernetes" in host.run(
             f"{spec.BIN_DIR}/kubecfg -version").stdout)
         # advisories: expected to be false on the guide's install
@@ -636,7 +640,7 @@ def naive_checks(node, cluster, inventory, hosts: dict, shipped: dict[str, str],
     return checks
 
 
-def naive_dataplane(cluster, hosts: dict, probe: str) -> list[tuple[str, object]]:
+def naive_dataplane(cluster, hosts: dict, probe: str) -> list[tuple[str, Callable[[], object]]]:
     """Containers on every node, then one `docker exec ... ping` per pair of nodes."""
     name = f"k8sconf-probe-{secrets.token_hex(3)}"
     addresses: dict[str, str] = {}
@@ -658,12 +662,14 @@ def naive_dataplane(cluster, hosts: dict, probe: str) -> list[tuple[str, object]
         return lambda: as_root(hosts[node.name], f"docker exec {name} ping -c 1 -W 2 "
                                f"{addresses.get(other.name)}").rc == 0
 
-    checks = [(f"{n.name} probe container", start(n)) for n in cluster.nodes]
+    checks: list[tuple[str, Callable[[], object]]] = [
+        (f"{n.name} probe container", start(n)) for n in cluster.nodes]
     checks += [(f"{n.name} reaches {o.name}", ping(n, o))
                for n in cluster.nodes for o in cluster.nodes if o is not n]
-    checks += [(f"{n.name} probe removed",
-                lambda n=n: as_root(hosts[n.name], f"docker rm -f {name}").rc == 0)
-               for n in cluster.nodes]
+    def remove(node):
+        return lambda: as_root(hosts[node.name], f"docker rm -f {name}").rc == 0
+
+    checks += [(f"{n.name} probe removed", remove(n)) for n in cluster.nodes]
     return checks
 
 
@@ -779,7 +785,8 @@ def bench_size(count: int, work: Path, options, say, result: dict) -> dict:
             state = run.setup()
         if state.get("error"):
             raise RuntimeError(f"setup failed: {state['error']}")
-        cluster = run.cluster
+        cluster, provider = run.cluster, run.provider
+        assert cluster is not None and provider is not None  # setup() made them
         steps = state["steps"]
         result["up_s"] = round(sum(s["seconds"] for s in steps if s["name"].startswith("create")), 2)
         result["bootstrap_s"] = round(state["bootstrap"]["seconds"], 2)
@@ -831,9 +838,11 @@ def bench_size(count: int, work: Path, options, say, result: dict) -> dict:
                 f"({len(result['baseline']['false'])} false), "
                 f"{result['baseline']['round_trips_max']} round trips/node max; "
                 f"ratio {result['speedup']}x")
+        from helpers.providers.local import LocalProvider  # the one that measures memory
         try:
+            assert isinstance(provider, LocalProvider), provider.name
             result["memory_mib_per_node"] = round(statistics.mean(
-                run.provider.memory(cluster, n)["usage"] for n in cluster.nodes) / 2**20, 1)
+                provider.memory(cluster, n)["usage"] for n in cluster.nodes) / 2**20, 1)
         except Exception:  # noqa: BLE001 - a figure we can do without
             result["memory_mib_per_node"] = None
     finally:

@@ -118,8 +118,8 @@ def read(path: Path) -> dict[str, bytes]:
     found = {}
     with tarfile.open(path, "r:gz") as tar:
         for member in tar:
-            if member.isfile():
-                found[member.name.partition("/")[2]] = tar.extractfile(member).read()
+            if member.isfile() and (handle := tar.extractfile(member)) is not None:
+                found[member.name.partition("/")[2]] = handle.read()
     return found
 
 

@@ -81,6 +81,7 @@ def readable(function, *args):
 def guide_section(feature: str, severity: str, story: str = "") -> list:
     """Allure labels that place a suite in the guide: epic, feature, severity, link."""
     import allure
+
     from helpers import spec
     marks = [allure.epic("Kubernetes on CoreOS (the guide)"), allure.feature(feature),
              allure.severity(severity), allure.link(spec.GUIDE_URL, name="the guide")]

@@ -137,7 +137,7 @@ def pytest_configure(config):
     stale = getattr(config, _DEFAULT_ALLURE, None)
     if stale is not None and not hasattr(config, "workerinput") and stale.exists():
         shutil.rmtree(stale)
-    from helpers import lifecycle, summary   # imported by the plugin: check they agree
+    from helpers import lifecycle, summary  # imported by the plugin: check they agree
     if lifecycle.CLUSTER_DIR.parent != paths.REPORTS or summary.SUMMARY.parent != paths.REPORTS:
         raise pytest.UsageError(
             f"helpers.lifecycle was imported before the reports directory was known "

@@ -13,6 +13,7 @@ workers read, so `-n N` costs the nodes no more than a serial run.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import secrets
@@ -55,6 +56,8 @@ class Http(str):
     """A section that is one HTTP GET: its text is the body, then the status code on
     its own line ("000" when nothing answered). The script fetches all of a node's
     with one curl process (see _http_block); as a command of its own, it is this."""
+
+    url: str
 
     def __new__(cls, url: str):
         self = super().__new__(cls, f"curl -s -m {HTTP_TIMEOUT} -w '\\n%{{http_code}}' "
@@ -218,7 +221,10 @@ def as_int(text: str, default):
 
 
 def split_sections(output: str) -> tuple[dict[str, str], dict[str, int]]:
-    texts, codes, name, lines = {}, {}, None, []
+    texts: dict[str, str] = {}
+    codes: dict[str, int] = {}
+    name: str | None = None
+    lines: list[str] = []
     for line in output.splitlines():
         if line.startswith(MARK):
             label = line[len(MARK):]
@@ -238,7 +244,8 @@ def split_sections(output: str) -> tuple[dict[str, str], dict[str, int]]:
 
 def parse_show(text: str) -> dict[str, dict[str, str]]:
     """`systemctl show A B ...` output: {unit Id: {property: value}}."""
-    units, current = {}, {}
+    units: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
     for line in text.splitlines() + [""]:
         if not line.strip():
             if current.get("Id"):
@@ -330,7 +337,8 @@ class NodeFacts:
     def journal(self, name: str) -> str:
         return _subsection(self.section("journal"), name)
 
-    def wanted_by_multi_user(self) -> set[str]:
+    # builtins.set: inside this class, `set` is NodeFacts.set
+    def wanted_by_multi_user(self) -> builtins.set[str]:
         return set(self.section("wants").split())
 
     def failed_units(self) -> list[str]:
@@ -396,7 +404,7 @@ class NodeFacts:
                             f"mtu {link.get('mtu', '?'):<6} {' '.join(addrs)}")
         return "\n".join(rows)
 
-    def listening(self) -> set[str]:
+    def listening(self) -> builtins.set[str]:
         """TCP addresses:ports something listens on."""
         return {s.local for s in self.sockets() if s.proto == "tcp"}
 
@@ -533,7 +541,7 @@ def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -
 
     def each(action, names):
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            return dict(zip(names, pool.map(action, names)))
+            return dict(zip(names, pool.map(action, names), strict=True))
 
     def facts_of(name):
         try:

@@ -12,8 +12,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, core_schema
 
 from helpers import spec
 
@@ -41,18 +51,26 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def plain(pattern: str, what: str):
-    """A str type that must match `pattern` whole; the error says `what` it must be."""
-    regex = re.compile(pattern)
+class plain:
+    """A str's metadata: it must match `pattern` whole; the error says `what` it must be.
+    Metadata rather than a type made by a call, so that `Annotated[str, plain(...)]` is a
+    type to mypy too."""
 
-    def check(value: str) -> str:
+    def __init__(self, pattern: str, what: str):
+        self.pattern, self.what, self.regex = pattern, what, re.compile(pattern)
+
+    def check(self, value: str) -> str:
         if CONTROL.search(value):
-            raise ValueError(f"control character in {_shown(value)}: must be {what}")
-        if not regex.fullmatch(value):
-            raise ValueError(f"must be {what}, not {_shown(value)}")
+            raise ValueError(f"control character in {_shown(value)}: must be {self.what}")
+        if not self.regex.fullmatch(value):
+            raise ValueError(f"must be {self.what}, not {_shown(value)}")
         return value
-    return Annotated[str, AfterValidator(check),
-                     Field(json_schema_extra={"pattern": f"^(?:{pattern})$"})]
+
+    def __get_pydantic_core_schema__(self, source: type, handler: GetCoreSchemaHandler):
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema, handler: GetJsonSchemaHandler) -> dict:
+        return {**handler(schema), "pattern": f"^(?:{self.pattern})$"}
 
 
 PATH_PATTERN = r"^[A-Za-z0-9._+@~/-]+$"
@@ -80,27 +98,27 @@ def _absolute(value: Path) -> Path:
 
 AbsolutePath = Annotated[SafePath, AfterValidator(_absolute)]
 
-UserName = plain(r"[a-z_][a-z0-9_-]{0,31}",
-                 "a user name (lower-case letters, digits, _ and -, from a letter or _)")
-URL = plain(r"(https?|file)://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+",
-            "an http(s) or file URL (no spaces, quotes, $ or backslashes)")
-CommandLine = plain(r"/[A-Za-z0-9._+/-]+( [A-Za-z0-9-][A-Za-z0-9._=:/+-]*)*",
-                    "a command: an absolute path, then plain words (e.g. /usr/sbin/dockerd)")
-StorageFlag = plain(r"((-s|--storage-driver)[= ][a-z0-9][a-z0-9_-]*)?",
-                    "a storage driver flag (-s=btrfs, -s vfs, --storage-driver=overlay2) or ''")
-DockerHost = plain(r"fd://[A-Za-z0-9._-]*|unix:///[A-Za-z0-9._/-]+|tcp://[A-Za-z0-9.-]+:[0-9]{1,5}",
-                   "a Docker host URL (fd://, unix:///path or tcp://host:port)")
-EtcdctlEnv = plain(r"(ETCDCTL_API=[1-9] )?",
-                   "'ETCDCTL_API=N ' (with its trailing space) or ''")
-EtcdEndpoint = plain(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?",
-                     "an etcd client URL (http://host:port)")
-KernelAppend = plain(r"[A-Za-z0-9._=:/,+@-]+( [A-Za-z0-9._=:/,+@-]+)*",
-                     "a kernel command line (words of letters, digits and . _ = : / , + @ -)")
-DOSlug = plain(r"[a-z0-9][a-z0-9._-]*", "a DigitalOcean slug (lower-case letters, digits, . _ -)")
-DOKey = plain(r"([0-9a-f]{2}:){15}[0-9a-f]{2}|[0-9]+",
-              "an SSH key fingerprint (aa:bb:...:ff) or id")
-DOTag = plain(r"[A-Za-z0-9_:-]{1,255}", "a DigitalOcean tag (letters, digits, _ : -)")
-UUID = plain(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a VPC UUID")
+UserName = Annotated[str, plain(r"[a-z_][a-z0-9_-]{0,31}",
+                 "a user name (lower-case letters, digits, _ and -, from a letter or _)")]
+URL = Annotated[str, plain(r"(https?|file)://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+",
+            "an http(s) or file URL (no spaces, quotes, $ or backslashes)")]
+CommandLine = Annotated[str, plain(r"/[A-Za-z0-9._+/-]+( [A-Za-z0-9-][A-Za-z0-9._=:/+-]*)*",
+                    "a command: an absolute path, then plain words (e.g. /usr/sbin/dockerd)")]
+StorageFlag = Annotated[str, plain(r"((-s|--storage-driver)[= ][a-z0-9][a-z0-9_-]*)?",
+                    "a storage driver flag (-s=btrfs, -s vfs, --storage-driver=overlay2) or ''")]
+DockerHost = Annotated[str, plain(r"fd://[A-Za-z0-9._-]*|unix:///[A-Za-z0-9._/-]+|tcp://[A-Za-z0-9.-]+:[0-9]{1,5}",
+                   "a Docker host URL (fd://, unix:///path or tcp://host:port)")]
+EtcdctlEnv = Annotated[str, plain(r"(ETCDCTL_API=[1-9] )?",
+                   "'ETCDCTL_API=N ' (with its trailing space) or ''")]
+EtcdEndpoint = Annotated[str, plain(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?",
+                     "an etcd client URL (http://host:port)")]
+KernelAppend = Annotated[str, plain(r"[A-Za-z0-9._=:/,+@-]+( [A-Za-z0-9._=:/,+@-]+)*",
+                     "a kernel command line (words of letters, digits and . _ = : / , + @ -)")]
+DOSlug = Annotated[str, plain(r"[a-z0-9][a-z0-9._-]*", "a DigitalOcean slug (lower-case letters, digits, . _ -)")]
+DOKey = Annotated[str, plain(r"([0-9a-f]{2}:){15}[0-9a-f]{2}|[0-9]+",
+              "an SSH key fingerprint (aa:bb:...:ff) or id")]
+DOTag = Annotated[str, plain(r"[A-Za-z0-9_:-]{1,255}", "a DigitalOcean tag (letters, digits, _ : -)")]
+UUID = Annotated[str, plain(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a VPC UUID")]
 
 
 class InventoryError(Exception):
@@ -303,8 +321,8 @@ class DigitalOceanSettings(Strict):
     vpc_uuid: UUID | None = None
     tags: list[DOTag] = []
     user_data: Literal["ignition", "cloud-config"] = "ignition"
-    api_url: plain(r"https?://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+",
-                   "an http(s) URL (no spaces, quotes, $ or backslashes)") = \
+    api_url: Annotated[str, plain(r"https?://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+",
+                   "an http(s) URL (no spaces, quotes, $ or backslashes)")] = \
         "https://api.digitalocean.com"
     active_timeout: float = Field(600, gt=0, le=3600)
 
@@ -388,7 +406,7 @@ class Inventory(Strict):
         if self.provider == "digitalocean" and self.ssh.key is None:
             raise ValueError("ssh.key: required for provider 'digitalocean' (the private key "
                              f"whose public half logs in as {self.ssh.user})")
-        if self.provider == "qemu":
+        if self.provider == "qemu" and self.qemu is not None:
             count = len(self.node_specs())
             if self.qemu.ssh_base_port + count > 65535:
                 raise ValueError(f"qemu.ssh_base_port: {self.qemu.ssh_base_port} + {count} "
@@ -449,7 +467,7 @@ class Inventory(Strict):
                         priv_name: set()}
             owner = "QEMU's gateway or DNS"
         for index, node in enumerate(self.node_specs(), start=1):
-            for attr, (name, net) in zip(("public_ip", "private_ip"), nets.items()):
+            for attr, (name, net) in zip(("public_ip", "private_ip"), nets.items(), strict=True):
                 given = getattr(node, attr)
                 if given is None:
                     if index >= net.num_addresses - 1 or net[index] in reserved[name]:
@@ -497,6 +515,7 @@ class Inventory(Strict):
                 raise ValueError(f"nodes.{i}: provider 'static' needs public_ip and private_ip")
 
     def _check_nodes(self):
+        assert self.nodes is not None  # called only when there are nodes
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
             raise ValueError("nodes: names must be unique")
@@ -511,8 +530,8 @@ class Inventory(Strict):
         """The nodes this run tests, known before any cluster exists (for collection)."""
         if self.nodes:
             return list(self.nodes)
-        count = {"local": self.local, "qemu": self.qemu}.get(self.provider)
-        count = count.count if count is not None else 3
+        settings = {"local": self.local, "qemu": self.qemu}.get(self.provider)
+        count = settings.count if settings is not None else 3
         return [NodeSpec(name=f"coreos-{i}", role="master" if i == 1 else "minion")
                 for i in range(1, count + 1)]
 
@@ -558,7 +577,7 @@ def _field_path(loc: tuple) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     msg = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return "unknown field"
@@ -619,7 +638,7 @@ def _anchor_paths(inventory: Inventory, base: Path) -> Inventory:
             return None
         p = p.expanduser()
         return p if p.is_absolute() else (base / p).resolve()
-    updates = {}
+    updates: dict[str, BaseModel] = {}
     if inventory.artifacts and inventory.artifacts.dir:
         updates["artifacts"] = inventory.artifacts.model_copy(update={"dir": fix(inventory.artifacts.dir)})
     ssh = inventory.ssh.model_copy(update={"key": fix(inventory.ssh.key),

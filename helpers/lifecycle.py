@@ -15,17 +15,18 @@ import signal
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, Callable
 
 from helpers import facts as facts_mod
 from helpers import workload
-from helpers.paths import REPORTS
 from helpers.bootstrap import artifacts as artifacts_mod
 from helpers.bootstrap.artifacts import ArtifactError
 from helpers.bootstrap.build import BuildError, SourcesUnavailable
 from helpers.bootstrap.install import Bootstrap, BootstrapError
 from helpers.bootstrap.steps import StepLog
 from helpers.inventory import Inventory
-from helpers.providers import Cluster, ProviderError, ProviderUnavailable, provider_class
+from helpers.paths import REPORTS
+from helpers.providers import Cluster, Provider, ProviderError, ProviderUnavailable, provider_class
 from helpers.ssh import Connection, SSHError
 
 CLUSTER_DIR = REPORTS / "cluster"
@@ -92,11 +93,11 @@ class ClusterLifecycle:
         self.keep, self.reuse, self.do_bootstrap = keep, reuse, bootstrap
         self.require_real = require_real
         self.progress = progress or (lambda step: None)
-        self.provider = None
+        self.provider: Provider | None = None
         self.cluster: Cluster | None = None
         self.steps = StepLog(self.progress)
         self.destroyed = False
-        self._old_sigterm = None
+        self._old_sigterm: Callable[..., Any] | int | None = None
 
     # -- signals: SIGTERM ends the run like Ctrl-C, so teardown always runs --------------
     def trap_sigterm(self) -> None:
@@ -112,7 +113,7 @@ class ClusterLifecycle:
     def setup(self) -> dict:
         """Returns the state written for the checks; raises only ProviderUnavailable."""
         run_id = new_run_id()
-        state = {"run_id": run_id, "inventory": str(self.inventory_path),
+        state: dict[str, Any] = {"run_id": run_id, "inventory": str(self.inventory_path),
                  "provider": self.inventory.provider, "kept": self.keep}
         cls = provider_class(self.inventory.provider)
         previous = self._previous_state()
@@ -175,7 +176,11 @@ class ClusterLifecycle:
         return previous
 
     def _create_or_attach(self, previous: dict | None) -> Cluster:
+        assert self.provider is not None  # setup() made it
         if self.reuse:
+            if not previous or not previous.get("cluster"):   # unreadable, or destroyed
+                raise ProviderUnavailable(f"--reuse-cluster: {STATE_FILE} records no kept "
+                                          "cluster; run once with --keep-cluster")
             with self.steps.step("attach to kept cluster"):
                 return self.provider.attach(Cluster.from_json(json.dumps(previous["cluster"])))
         if previous and previous.get("cluster"):
@@ -199,6 +204,8 @@ class ClusterLifecycle:
     def _binaries(self) -> artifacts_mod.BinarySet:
         """What /opt/bin gets, settled before anything is created: the real binaries, or
         (said in one line, and never with --require-real) the stand-ins."""
+        if self.inventory.artifacts is None:
+            raise ProviderUnavailable("inventory: 'artifacts' is required to bootstrap")
         try:
             return artifacts_mod.resolve(self.inventory.artifacts, CACHE_DIR, self.steps)
         except SourcesUnavailable as exc:
@@ -212,6 +219,7 @@ class ClusterLifecycle:
 
     def _bootstrap(self, connections: dict[str, Connection],
                    binaries: artifacts_mod.BinarySet) -> dict:
+        assert self.cluster is not None and self.provider is not None  # setup() made them
         install = Bootstrap(self.inventory, self.cluster, self.provider, connections,
                             self.steps, binaries)
         result = install.run()
@@ -223,6 +231,7 @@ class ClusterLifecycle:
         """What every check asserts on, gathered once for the whole run (and every xdist
         worker): a node that cannot be read fails its own checks, not the run. The pods
         run first, so that the facts (journals, `docker ps -a`) show what they did."""
+        assert self.cluster is not None  # setup() made it
         FACTS_FILE.unlink(missing_ok=True)
         guide, timeout = self.inventory.guide.values(), self.inventory.ssh.command_timeout
         work: dict[str, dict[str, str]] = {}
@@ -235,9 +244,9 @@ class ClusterLifecycle:
         with self.steps.step("gather facts for the checks (3 rounds, all nodes at once)"):
             found = facts_mod.gather_cluster(self.cluster, connections, guide, timeout)
             for name, sections in work.items():
-                if isinstance(found.get(name), facts_mod.NodeFacts):
+                if isinstance(node_facts := found.get(name), facts_mod.NodeFacts):
                     for section, text in sections.items():
-                        found[name].set(section, text, 0)
+                        node_facts.set(section, text, 0)
             facts_mod.save(found, FACTS_FILE)
         if work:
             try:
@@ -249,6 +258,7 @@ class ClusterLifecycle:
     def _node_versions(self, found: facts_mod.Gathered) -> dict[str, str]:
         """OS, kernel, Docker and etcd of the master, for the report's environment; never
         fails the run (what cannot be read is 'unknown')."""
+        assert self.cluster is not None  # setup() made it
         master = self.cluster.master
         versions = {"versions_from": master.name}
         facts = found.get(master.name)
@@ -285,6 +295,7 @@ class ClusterLifecycle:
 
     def _destroy_quietly(self, cluster: Cluster | None) -> None:
         # A second Ctrl-C must not stop the teardown half-way.
+        assert self.provider is not None  # callers check it
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             self.provider.destroy(cluster)

@@ -12,13 +12,13 @@ import allure
 import filelock
 import pytest
 
+from helpers import bundle, lifecycle, reporting, spec, trace
 from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
-from helpers import bundle, lifecycle, reporting, spec, trace
 from helpers import waivers as waivers_mod
 from helpers.checks import CheckFailed
-from helpers.providers import Cluster, ProviderUnavailable, provider_class
 from helpers.paths import REPORTS
+from helpers.providers import Cluster, ProviderUnavailable, provider_class
 from helpers.summary import SUMMARY, SignOff
 
 SUITES = inventory_mod.ROOT / "suites"
@@ -80,7 +80,7 @@ class ConformanceRun:
         self.worker = hasattr(config, "workerinput")
         self.lifecycle: lifecycle.ClusterLifecycle | None = None
         self.signoff = None
-        self._reports_lock = None
+        self._reports_lock: filelock.BaseFileLock | None = None
         if not self.worker and not config.option.collectonly:
             self.signoff = SignOff(config, inventory_path, waivers)
             config.pluginmanager.register(self.signoff, "k8sconf-signoff")
@@ -239,8 +239,8 @@ class ConformanceRun:
                  "facts.json": lifecycle.FACTS_FILE}
         if getattr(option, "xmlpath", None):
             files["junit.xml"] = Path(option.xmlpath)
-        if reporting.results_dir(self.config):
-            files["allure-results"] = reporting.results_dir(self.config)
+        if results := reporting.results_dir(self.config):
+            files["allure-results"] = results
         return bundle.write(REPORTS, state, self.inv_path, inventory_mod.ROOT, files)
 
     # -- fixtures ----------------------------------------------------------------------------

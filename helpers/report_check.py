@@ -80,7 +80,8 @@ def serve(directory: Path, timeout: float = 15):
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BrowserError(f"http.server for {directory} did not answer on {url}")
+                    raise BrowserError(
+                        f"http.server for {directory} did not answer on {url}") from None
                 time.sleep(0.1)
         yield url
     finally:

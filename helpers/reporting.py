@@ -11,6 +11,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import allure
 
@@ -20,7 +21,7 @@ SECRET_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
                           re.S)
 
-CATEGORIES = [
+CATEGORIES: list[dict[str, Any]] = [
     {"name": "Advisories (known defects of the guide)", "matchedStatuses": ["skipped"],
      "messageRegex": "(?s).*advisory.*"},   # messages span lines; Allure matches the whole
     {"name": "Infrastructure (provisioning, SSH, timeouts)",

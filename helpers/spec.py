@@ -12,6 +12,7 @@ left for systemd to expand from the unit's EnvironmentFile, as in the guide.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 MASTER = "master"
 MINION = "minion"
@@ -38,7 +39,7 @@ RESTART = "on-failure"
 RESTART_SEC = 5
 
 # The guide's own values; an inventory may override each (see helpers.inventory.GuideVars).
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "flannel_network": "10.100.0.0/16",
     "flannel_subnet_len": 24,
     "portal_net": "10.100.0.0/16",

@@ -120,7 +120,8 @@ def _signal(channel: paramiko.Channel, name: str) -> None:
         message.add_string("signal")
         message.add_boolean(False)
         message.add_string(name)
-        channel.transport._send_user_message(message)
+        # paramiko has no public call for a "signal" request; its stubs omit this one
+        channel.transport._send_user_message(message)  # type: ignore[union-attr]
     except Exception as exc:  # noqa: BLE001 - never mask the timeout itself
         log.debug("signal %s failed: %s", name, exc)
 
@@ -187,9 +188,11 @@ class Connection:
             raise SSHError(f"{self.node.name}: cannot connect to {self.node.ssh_host}:"
                            f"{self.node.ssh_port}: {exc or type(exc).__name__}") from None
         transport = client.get_transport()
+        assert transport is not None  # connected
         transport.set_keepalive(5)
         try:  # one small packet per request: do not let Nagle add 40 ms to every command
-            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if isinstance(transport.sock, socket.socket):
+                transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):
             pass
         self._client = client
@@ -200,6 +203,7 @@ class Connection:
         transport = self._client.get_transport() if self._client else None
         if transport is None or not transport.is_active():
             self.connect()
+        assert self._client is not None  # connect() set it, or raised
         return self._client
 
     def close(self) -> None:
@@ -230,18 +234,23 @@ class Connection:
         """
         for attempt in (1, 2):
             try:
-                return self.client.get_transport().open_session(timeout=self.connect_timeout)
+                transport = self.client.get_transport()
+                if transport is None:   # closed under us: as dead as a broken one
+                    raise paramiko.SSHException("the connection has no transport")
+                return transport.open_session(timeout=self.connect_timeout)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 self.close()
                 if attempt == 2:
                     raise SSHError(f"{self.node.name}: cannot open a session: "
                                    f"{exc or type(exc).__name__}") from None
                 log.info("%s: session failed (%s); reconnecting", self.node.name, exc)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _execute(self, command: str | bytes, *, timeout: float, sudo: bool = False,
                  stdin: bytes | None = None, label: str | None = None
                  ) -> tuple[int, bytes, bytes]:
         """Run command; returns (rc, raw stdout, raw stderr). Bounded by timeout."""
+        wire: str | bytes
         if isinstance(command, bytes):  # as testinfra encoded it; sent verbatim
             wire, command = command, command.decode(errors="replace")
         else:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime
 import fnmatch
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Mapping
 
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from helpers.inventory import Name, schema_of, write_schema
 
@@ -101,7 +102,7 @@ def _entry(data: dict, loc: tuple) -> str:
         return ""
 
 
-def _problem(error: dict) -> str:
+def _problem(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown field"
     if error["type"] == "missing":
@@ -122,7 +123,7 @@ class WaiverHook:
     """Turns a waived failure into a report that says so (and carries the waiver), in the
     process that ran the check: the controller, or each xdist worker."""
 
-    def __init__(self, waivers: list[Waiver], roles: dict[str, str], provider: str):
+    def __init__(self, waivers: list[Waiver], roles: Mapping[str, str], provider: str):
         self.waivers, self.roles, self.provider = waivers, roles, provider
 
     @pytest.hookimpl(hookwrapper=True, trylast=True)   # inside allure's and junit's view

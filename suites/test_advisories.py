@@ -135,7 +135,8 @@ def test_guide_docker_forwards_flannel_traffic(node, facts, inventory, request):
 def _start_answers(facts) -> list[tuple[str, str]]:
     """(status, body) of the unversioned and the v1.15 start request, in that order."""
     parts = re.split(r"@@status (\d{3})\n?", facts.section("docker_start_request"))
-    return [(code, body.strip()) for body, code in zip(parts[::2], parts[1::2])]
+    # each body is followed by its status; the text after the last status is left over
+    return [(code, body.strip()) for body, code in zip(parts[::2], parts[1::2], strict=False)]
 
 
 @verifies("G-UNIT-7", "G-INST-3")

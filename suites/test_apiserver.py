@@ -4,8 +4,8 @@ import pytest
 
 from helpers import exposure, spec
 from helpers.checks import expect, guide_section
-from helpers.trace import verifies
 from helpers.reporting import attach
+from helpers.trace import verifies
 
 pytestmark = [*guide_section("API server", "blocker"), pytest.mark.role(spec.MASTER)]
 

@@ -5,8 +5,8 @@ import json
 
 from helpers import spec
 from helpers.checks import expect, guide_section
-from helpers.trace import verifies
 from helpers.facts import as_int
+from helpers.trace import verifies
 
 pytestmark = guide_section("Flannel network fabric", "blocker")
 

@@ -2,8 +2,8 @@
 the private network, and not on the public address."""
 from helpers import exposure
 from helpers.checks import expect, guide_section
-from helpers.trace import verifies
 from helpers.reporting import attach
+from helpers.trace import verifies
 
 pytestmark = guide_section("Kubelet", "blocker")
 

@@ -4,8 +4,8 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section, unit_evidence
-from helpers.trace import verifies
 from helpers.facts import start_order_violations
+from helpers.trace import verifies
 
 pytestmark = guide_section("Systemd units", "critical")
 

@@ -28,6 +28,7 @@ import getpass
 import itertools
 import json
 import os
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, Self
 
 import yaml
 
@@ -61,7 +63,7 @@ class FakeDroplet:
     user_data: str | None
     polls_left: int
     octet: int
-    sshd: object | None = None       # subprocess.Popen
+    sshd: subprocess.Popen | None = None
     sshd_error: str = ""
 
 
@@ -71,7 +73,7 @@ def _iso(when: datetime) -> str:
 
 def parse_user_data(text: str) -> dict:
     """{'user', 'authorized_keys', 'host_key_private', 'host_key_public'} from what was sent."""
-    found = {"user": None, "authorized_keys": [], "host_key_private": None,
+    found: dict[str, Any] = {"user": None, "authorized_keys": [], "host_key_private": None,
              "host_key_public": None}
     files: dict[str, str] = {}
     if text.lstrip().startswith("{"):
@@ -183,8 +185,9 @@ class FakeDigitalOcean:
     # -- views -----------------------------------------------------------------------------
     @property
     def url(self) -> str:
+        assert self._server is not None, "the fake is not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def names(self) -> list[str]:
         with self.lock:
@@ -204,7 +207,7 @@ class FakeDigitalOcean:
             return [d.sshd.pid for d in self.droplets.values() if d.sshd is not None]
 
     # -- life --------------------------------------------------------------------------------
-    def start(self) -> "FakeDigitalOcean":
+    def start(self) -> Self:
         fake = self
 
         class Handler(_Handler):
@@ -226,7 +229,7 @@ class FakeDigitalOcean:
             for droplet in self.droplets.values():
                 self._stop_sshd(droplet)
 
-    def __enter__(self) -> "FakeDigitalOcean":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -239,7 +242,7 @@ class FakeDigitalOcean:
         if octet > 254:
             raise RuntimeError("fake: out of 127.0.0.N addresses")
         region, size, image = body.get("region"), body.get("size"), body.get("image")
-        data = {
+        data: dict[str, Any] = {
             "id": droplet_id, "name": name, "memory": 2048, "vcpus": 1, "disk": 50,
             "locked": False, "status": "new", "kernel": None,
             "created_at": _iso(datetime.now(timezone.utc)),
@@ -292,7 +295,7 @@ class FakeDigitalOcean:
     # -- sshd per droplet --------------------------------------------------------------------
     def _start_sshd(self, droplet: FakeDroplet) -> None:
         import subprocess
-        found = parse_user_data(droplet.user_data)
+        found = parse_user_data(droplet.user_data or "")
         if not found["host_key_private"]:
             droplet.sshd_error = "no host key in user_data"
             return
@@ -477,7 +480,7 @@ class _Handler(BaseHTTPRequestHandler):
             if tag:
                 params["tag_name"] = tag
             return f"{fake.url}/v2/droplets?{urllib.parse.urlencode(params)}"
-        pages = {}
+        pages: dict[str, str] = {}
         if page > 1:
             pages.update(first=link(1), prev=link(page - 1))
         if page < last:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import yaml
@@ -32,7 +33,7 @@ DEVIATIONS = {"docker_command": "/usr/sbin/dockerd", "docker_storage_flag": "-s 
 STATIC_NODES = [{"name": f"coreos-{i}", "role": "master" if i == 1 else "minion",
                  "public_ip": f"192.0.2.{10 + i}", "private_ip": f"10.120.0.{i}"}
                 for i in (1, 2, 3)]
-BASES = {
+BASES: dict[str, dict[str, Any]] = {
     "local": {"provider": "local", "artifacts": {"dir": "."}, "deviations": DEVIATIONS,
               "local": {"count": 3, "prefix": "k8sconf", "public_network": "192.168.2.0/24",
                         "private_network": "10.120.0.0/24",
@@ -74,7 +75,7 @@ def put(data: dict, path: str, value) -> dict:
     return data
 
 
-def get(data: dict, path: str):
+def get(data: Any, path: str) -> Any:
     for part in path.split("."):
         data = data[int(part)] if part.isdigit() else data.get(part)
         if data is None:
@@ -437,7 +438,7 @@ def cli_sample() -> list[tuple[str, dict, str]]:
 def test_bad_inventories_through_the_command_line(tmp_path):
     sample = cli_sample()
     paths = []
-    for i, (name, data, _) in enumerate(sample):
+    for i, (_, data, _) in enumerate(sample):
         path = tmp_path / f"bad-{i}.yaml"
         path.write_text(yaml.safe_dump(data))
         paths.append(path)
@@ -446,7 +447,7 @@ def test_bad_inventories_through_the_command_line(tmp_path):
         results = list(pool.map(lambda ip: collect_only(ip[1], tmp_path / f"reports-{ip[0]}"),
                                 enumerate(paths)))
     seconds = time.monotonic() - started
-    for (name, data, message), path, result in zip(sample, paths, results):
+    for (name, _, message), path, result in zip(sample, paths, results, strict=True):
         output = result.stdout + result.stderr
         lines = [line for line in output.splitlines() if line.strip()]
         assert result.returncode == 4, f"{name}: exit {result.returncode}\n{output[-2000:]}"

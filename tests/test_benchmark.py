@@ -120,9 +120,11 @@ def test_plugin_writes_counts_per_process_and_restores_connection(tmp_path, monk
     benchmark.pytest_configure(config)
     try:
         assert Connection.__dict__["_execute"] is not original
-        benchmark._plugin_counter.record("coreos-2", "docker rm -f p")
+        counter = benchmark._plugin_counter
+        assert counter is not None
+        counter.record("coreos-2", "docker rm -f p")
         benchmark.pytest_sessionfinish(SimpleNamespace(config=config), 0)
-        benchmark._plugin_counter.record("coreos-2", "ip route")   # after sessionfinish
+        counter.record("coreos-2", "ip route")   # after sessionfinish
     finally:
         benchmark.pytest_unconfigure(config)
     assert Connection.__dict__["_execute"] is original

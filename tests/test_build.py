@@ -19,7 +19,7 @@ import pytest
 from helpers import lifecycle, spec
 from helpers.bootstrap import artifacts, build
 from helpers.bootstrap.steps import StepLog
-from helpers.inventory import ROOT, parse
+from helpers.inventory import ROOT, Artifacts, parse
 from helpers.providers.base import ProviderUnavailable
 from helpers.summary import SignOff, binaries_lines
 
@@ -201,10 +201,16 @@ def test_require_real_refuses_the_fallback(monkeypatch):
     assert lines == []
 
 
+def artifacts_of(data: dict) -> Artifacts:
+    found = parse(data).artifacts
+    assert found is not None, data
+    return found
+
+
 def test_standins_given_as_real_binaries_are_refused(tmp_path):
     with pytest.raises(artifacts.ArtifactError, match="mark them 'standins: true'"):
-        artifacts.resolve(parse({"provider": "local", "artifacts": {
-            "dir": str(artifacts.STANDINS_DIR)}}).artifacts, tmp_path)
+        artifacts.resolve(artifacts_of({"provider": "local", "artifacts": {
+            "dir": str(artifacts.STANDINS_DIR)}}), tmp_path)
 
 
 def test_a_standin_run_is_never_a_release_verdict():
@@ -285,8 +291,8 @@ def test_a_second_run_builds_nothing(real_build, monkeypatch):
 
 
 def test_the_real_binaries_are_what_resolve_ships(real_build):
-    binaries = artifacts.resolve(parse({"provider": "local", "artifacts": {"build": True}}
-                                       ).artifacts, lifecycle.CACHE_DIR)
+    binaries = artifacts.resolve(artifacts_of({"provider": "local", "artifacts": {"build": True}}),
+                                 lifecycle.CACHE_DIR)
     assert not binaries.standins and binaries.origin.startswith("built from source here")
     assert set(binaries.node_programs) == {"docker-api-pin", "pause.tar"}
     text = "\n".join(binaries_lines(binaries.summary()))

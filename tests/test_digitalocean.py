@@ -30,7 +30,6 @@ from tests.fake_digitalocean import FakeDigitalOcean, parse_user_data
 from tests.project import copy_project
 from tests.sshd import free_port, keygen
 
-
 RUN_ID = "20260101-030000-beef"
 FAST = do.RetryPolicy(tries=5, budget=10.0, base=0.05, cap=0.2, connect_timeout=2.0,
                       read_timeout=5.0)
@@ -525,6 +524,10 @@ def project_copy(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"))
 
 
+class LoggingFake(FakeDigitalOcean):
+    marker: Path   # where the droplets' forced command logs each call
+
+
 @pytest.fixture
 def run_fake(token, tmp_path, ssh_port):
     """A fake whose droplets' sshd runs a stand-in for every command: it logs the call,
@@ -533,8 +536,8 @@ def run_fake(token, tmp_path, ssh_port):
     script = tmp_path / "forced-command"
     script.write_text(f"#!/bin/sh\necho called >> {marker}\nsleep 1\nexit 1\n")
     script.chmod(0o755)
-    with FakeDigitalOcean(token, sshd_dir=tmp_path / "droplets", ssh_port=ssh_port,
-                          active_after=2, force_command=str(script)) as server:
+    with LoggingFake(token, sshd_dir=tmp_path / "droplets", ssh_port=ssh_port,
+                     active_after=2, force_command=str(script)) as server:
         server.marker = marker
         yield server
 

@@ -145,14 +145,16 @@ def test_the_probe_section_is_in_the_script_only_with_a_probe_name():
 
 # -- the hand-over to xdist workers -------------------------------------------------------------
 def test_save_and_load_keep_sections_codes_and_errors(tmp_path):
-    gathered = {"coreos-1": facts_mod.NodeFacts(MASTER, {"boot_id": "b"}, {"boot_id": 0}),
+    gathered: facts_mod.Gathered = {"coreos-1": facts_mod.NodeFacts(MASTER, {"boot_id": "b"}, {"boot_id": 0}),
                 "coreos-2": facts_mod.FactsError("coreos-2: the facts script did not finish "
                                                  "within 10 s")}
     path = tmp_path / "facts.json"
     facts_mod.save(gathered, path)
     loaded = facts_mod.load(path, CLUSTER)
-    assert loaded["coreos-1"].text == {"boot_id": "b"} and loaded["coreos-1"].rc == {"boot_id": 0}
-    assert loaded["coreos-1"].node == MASTER
+    master = loaded["coreos-1"]
+    assert isinstance(master, facts_mod.NodeFacts)
+    assert master.text == {"boot_id": "b"} and master.rc == {"boot_id": 0}
+    assert master.node == MASTER
     assert isinstance(loaded["coreos-2"], facts_mod.FactsError)
     assert "did not finish within 10 s" in str(loaded["coreos-2"])
 
@@ -202,7 +204,8 @@ def test_an_unexpected_error_reading_one_node_fails_that_node_only(monkeypatch):
 
     found = facts_mod.gather_cluster(CLUSTER, {"coreos-1": Answering(), "coreos-2": Broken()},
                                      GUIDE, timeout=5)
-    assert found["coreos-1"].section("boot_id") == "b"
+    master = found["coreos-1"]
+    assert isinstance(master, facts_mod.NodeFacts) and master.section("boot_id") == "b"
     assert isinstance(found["coreos-2"], facts_mod.FactsError)
     assert str(found["coreos-2"]) == "coreos-2: OSError: network is unreachable"
 

@@ -131,7 +131,7 @@ def test_relative_paths_are_relative_to_the_inventory(tmp_path):
     path.write_text(yaml.safe_dump({"provider": "static", "nodes": STATIC_NODES[:1],
                                     "artifacts": {"dir": "bins"}, "ssh": {"key": "keys/id"}}))
     loaded = inv.load(path)
-    assert loaded.artifacts.dir == tmp_path / "bins"
+    assert loaded.artifacts is not None and loaded.artifacts.dir == tmp_path / "bins"
     assert loaded.ssh.key == tmp_path / "keys" / "id"
 
 
@@ -145,7 +145,8 @@ def test_bad_inventory_is_a_usage_error_without_traceback(tmp_path):
     bad.write_text(yaml.safe_dump(with_(ssh={"port": "ssh"})))
     result = run_pytest("--inventory", str(bad), "--collect-only", "-q", "suites")
     assert result.returncode == 4
-    errors = [l for l in (result.stdout + result.stderr).splitlines() if l.startswith("ERROR:")]
+    errors = [row for row in (result.stdout + result.stderr).splitlines()
+              if row.startswith("ERROR:")]
     assert errors == [f"ERROR: inventory {bad}: ssh.port: Input should be a valid integer, "
                       "unable to parse string as an integer"]
     assert "Traceback" not in result.stdout + result.stderr

@@ -78,12 +78,14 @@ def test_the_plugin_is_an_installed_pytest11_entry_point():
 
 def test_runtime_and_test_dependencies_are_apart_and_locked_with_hashes():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    runtime = dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", d).groups()
-                   for d in project["dependencies"])
-    test = dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", d).groups()
-                for d in project["optional-dependencies"]["test"])
+    pin = re.compile(r"([\w.-]+)==([\w.]+)")
+    runtime = dict(pin.findall("\n".join(project["dependencies"])))
+    test = dict(pin.findall("\n".join(project["optional-dependencies"]["test"])))
+    assert len(runtime) == len(project["dependencies"]), "a runtime dependency is not pinned"
+    assert len(test) == len(project["optional-dependencies"]["test"]), "a test one is not pinned"
     assert {"pytest", "paramiko", "pydantic", "pydo", "cryptography"} <= set(runtime)
-    assert set(test) == {"hypothesis", "pytest-httpserver"} and not set(test) & set(runtime)
+    assert set(test) == {"hypothesis", "pytest-httpserver", "ruff", "mypy", "types-PyYAML",
+                         "types-paramiko"} and not set(test) & set(runtime)
     text = (ROOT / "requirements.lock").read_text()
     locked = dict(re.findall(r"^([\w.-]+)==(\S+) \\$", text, re.M))
     norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731

@@ -75,5 +75,5 @@ def test_the_plugin_is_registered_once():
     assert result.returncode == 0, output[-3000:]
     registered = [line for line in output.splitlines() if "helpers/plugin.py" in line
                   or "helpers/entry.py" in line]
-    assert len([l for l in registered if "plugin.py" in l]) == 1, registered
-    assert len([l for l in registered if "entry.py" in l]) == 1, registered
+    assert len([row for row in registered if "plugin.py" in row]) == 1, registered
+    assert len([row for row in registered if "entry.py" in row]) == 1, registered

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers.inventory import InventoryError, parse
-from helpers.providers import provider_class
-from helpers.providers import qemu
+from helpers.providers import provider_class, qemu
 from helpers.providers.base import ProviderError, ProviderUnavailable
 from helpers.providers.qemu_image import ImageChecksumError, ensure_image
 
@@ -42,7 +40,8 @@ def provider(tmp_path, **kwargs) -> qemu.QemuProvider:
 # -- KVM or TCG ---------------------------------------------------------------------------
 class FakeBoot:
     def __init__(self, ok: bool, seen: str = ""):
-        self.ok, self.seen, self.calls = ok, seen, []
+        self.ok, self.seen = ok, seen
+        self.calls: list[float] = []
 
     def __call__(self, timeout):
         self.calls.append(timeout)
@@ -221,7 +220,7 @@ def test_a_node_address_on_qemus_own_gateway_is_refused(tmp_path):
     p.inventory = p.inventory.model_copy(update={"nodes": [
         parse({"provider": "static", "nodes": [
             {"name": "coreos-1", "role": "master", "public_ip": "192.168.2.254",
-             "private_ip": "10.120.0.1"}], "bootstrap": {"enabled": False}}).nodes[0]]})
+             "private_ip": "10.120.0.1"}], "bootstrap": {"enabled": False}}).node_specs()[0]]})
     with pytest.raises(ProviderError, match="192.168.2.254 is not a usable node address"):
         p._plans()
 
@@ -296,7 +295,10 @@ def test_fw_cfg_files_tar_is_the_same_config(tmp_path):
     config = _config(tmp_path)
     with tarfile.open(fileobj=io.BytesIO(qemu.ignition_to_tar(config))) as tar:
         members = {m.name: m for m in tar.getmembers()}
-        read = lambda name: tar.extractfile(members[name]).read().decode()
+        def read(name):
+            member = tar.extractfile(members[name])
+            assert member is not None, f"{name} is not a regular file in the tar"
+            return member.read().decode()
         for entry in config["storage"]["files"]:
             name = entry["path"].lstrip("/")
             assert read(name) == _file(config, entry["path"])
@@ -343,7 +345,7 @@ def test_a_verified_image_is_downloaded_once_and_unpacked(tmp_path):
     packed = tmp_path / "flatcar_production_qemu_image.img.gz"
     packed.write_bytes(gzip.compress(payload))
     sha = hashlib.sha256(packed.read_bytes()).hexdigest()
-    lines = []
+    lines: list[str] = []
     path, downloaded = ensure_image(packed.as_uri(), sha, tmp_path / "cache", lines.append)
     assert downloaded and path.read_bytes() == payload
     assert path.name == f"{sha[:16]}-flatcar_production_qemu_image.img"
@@ -462,6 +464,7 @@ def test_relative_qemu_paths_are_relative_to_the_inventory(tmp_path):
     path.write_text("provider: qemu\nbootstrap: {enabled: false}\n"
                     "qemu: {image_path: img/base.qcow2, kernel: img/vmlinuz}\n")
     settings = load(path).qemu
+    assert settings is not None
     assert settings.image_path == tmp_path / "img" / "base.qcow2"
     assert settings.kernel == tmp_path / "img" / "vmlinuz"
     assert settings.work_dir == Path("/var/lib/k8s-coreos-conformance/qemu")
@@ -470,7 +473,8 @@ def test_relative_qemu_paths_are_relative_to_the_inventory(tmp_path):
 # -- reboot ---------------------------------------------------------------------------------
 class FakeConnection:
     def __init__(self, boot_id: str, fail_with=None):
-        self.boot, self.fail_with, self.commands = boot_id, fail_with, []
+        self.boot, self.fail_with = boot_id, fail_with
+        self.commands: list[tuple] = []
 
     def boot_id(self, timeout=None):
         return self.boot
@@ -507,7 +511,7 @@ def _rebootable(tmp_path, monkeypatch, after: list):
 
 
 def test_reboot_queues_the_reboot_and_waits_for_a_new_boot_id(tmp_path, monkeypatch):
-    waits = []
+    waits: list = []
     cluster, node, first, vm = _rebootable(tmp_path, monkeypatch, waits)
     try:
         provider(tmp_path).reboot(cluster, node, timeout=200)

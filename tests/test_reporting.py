@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import reporting
-from helpers.inventory import ROOT
 from helpers.facts import VERSIONS_COMMAND
+from helpers.inventory import ROOT
 from helpers.lifecycle import parse_versions
 
 TOKEN = "dop_v1_" + "0123456789abcdef" * 4

@@ -12,8 +12,18 @@ from helpers import facts as facts_mod
 from helpers import inventory as inv
 from helpers.checks import CheckFailed
 from helpers.providers.base import Cluster, Node
-from suites import (test_advisories, test_apiserver, test_binaries, test_dataplane, test_docker,
-                    test_etcd, test_flannel, test_kubelet, test_registration, test_units)
+from suites import (
+    test_advisories,
+    test_apiserver,
+    test_binaries,
+    test_dataplane,
+    test_docker,
+    test_etcd,
+    test_flannel,
+    test_kubelet,
+    test_registration,
+    test_units,
+)
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

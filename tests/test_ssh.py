@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -121,7 +121,9 @@ def test_default_command_timeout_applies(sshd):  # noqa: F811
 def test_host_key_verified_from_node_host_keys(sshd):  # noqa: F811
     c = connection(sshd, sshd.node(host_keys=(sshd.host_key_line,)), policy="verify").connect()
     try:
-        server_key = c.client.get_transport().get_remote_server_key()
+        transport = c.client.get_transport()
+        assert transport is not None
+        server_key = transport.get_remote_server_key()
         assert f"{server_key.get_name()} {server_key.get_base64()}" == sshd.host_key_line
     finally:
         c.close()
@@ -162,7 +164,9 @@ def test_accept_new_accepts_and_records_the_key(sshd, tmp_path):  # noqa: F811
         assert c.run("echo ok").stdout == "ok\n"
         assert accepted.read_text().splitlines() == [sshd.known_hosts_line()]
         # the key is pinned for this connection: a reconnect neither re-accepts nor re-records
-        c.client.get_transport().close()
+        transport = c.client.get_transport()
+        assert transport is not None
+        transport.close()
         assert c.run("echo again").stdout == "again\n"
         assert accepted.read_text().splitlines() == [sshd.known_hosts_line()]
     finally:
@@ -322,6 +326,7 @@ def test_reconnects_when_the_transport_hangs_silently(sshd):  # noqa: F811
     stopped = []
     try:
         hung = c.client.get_transport()
+        assert hung is not None
         assert wait_until(lambda: set(sshd.descendants()) - before, 2)
         stopped = sorted(set(sshd.descendants()) - before)
         for pid in stopped:

@@ -1,7 +1,6 @@
 """Every check names the guide statements it verifies (docs/guide.md's ids), and the
 traceability table names the statements that no check covers."""
 import ast
-from pathlib import Path
 
 import pytest
 
@@ -11,11 +10,11 @@ from helpers.inventory import ROOT
 
 def declared() -> dict[str, list[str]]:
     """{check function: the ids of its @verifies(...)} read from suites/ without importing."""
-    found = {}
+    found: dict[str, list[str]] = {}
     for path in sorted((ROOT / "suites").glob("test_*.py")):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                found[node.name] = [arg.value for d in node.decorator_list
+                found[node.name] = [ast.literal_eval(arg) for d in node.decorator_list
                                     if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "verifies"
                                     for arg in d.args]
     return found

@@ -47,7 +47,8 @@ def test_validator_refuses_a_broken_config():
 def test_ignition_carries_the_guides_units_per_role():
     master = json.loads(userdata.ignition(INVENTORY, MASTER, MACHINES, KEYS))
     minion = json.loads(userdata.ignition(INVENTORY, MINION_FROM_METADATA, MACHINES, KEYS))
-    names = lambda c: {u["name"] for u in c["systemd"]["units"]}
+    def names(config):
+        return {u["name"] for u in config["systemd"]["units"]}
     assert {u.name for u in spec.units_for("master")} < names(master)
     assert "apiserver.service" not in names(minion)
     assert userdata.METADATA_ENV_UNIT in names(minion)
@@ -101,7 +102,7 @@ def test_unit_scripts_survive_systemd_specifiers_and_quoting():
     """`%` is a systemd specifier and nested quotes end the -c argument early."""
     units = userdata.node_units(INVENTORY, MINION_FROM_METADATA, MACHINES)
     for name in (userdata.FETCH_UNIT, userdata.METADATA_ENV_UNIT):
-        line = next(l for l in units[name].splitlines() if l.startswith("ExecStart="))
+        line = next(row for row in units[name].splitlines() if row.startswith("ExecStart="))
         command = line.removeprefix("ExecStart=/bin/sh -c ")
         assert command.startswith('"') and command.endswith('"') and command.count('"') == 2
         assert "%" not in command.replace("%%", "")

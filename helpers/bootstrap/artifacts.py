@@ -118,6 +118,8 @@ def resolve(artifacts: Artifacts, cache: Path, log: StepLog | None = None) -> Bi
         if artifacts.dir is not None:
             files, origin = _from_dir(artifacts.dir), f"artifacts.dir {artifacts.dir}"
         else:
+            # the inventory requires url and sha256 when there is no dir
+            assert artifacts.url is not None and artifacts.sha256 is not None
             tarball = _download(artifacts.url, artifacts.sha256, cache / "downloads")
             files = _from_dir(_extract(tarball, cache / "unpacked" / artifacts.sha256))
             origin = f"artifacts.url {artifacts.url}"

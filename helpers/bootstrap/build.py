@@ -101,7 +101,9 @@ def tree_digest(tarball: Path, exclude: tuple[str, ...] = ()) -> str:
                 if member.issym():
                     entries.append(f"{rel}\0link\0{member.linkname}\n")
                 elif member.isfile():
-                    data = tar.extractfile(member).read()
+                    handle = tar.extractfile(member)
+                    assert handle is not None  # a regular file's
+                    data = handle.read()
                     mode = "x" if member.mode & 0o111 else "-"
                     entries.append(f"{rel}\0{mode}\0{hashlib.sha256(data).hexdigest()}\n")
     except (tarfile.TarError, OSError, EOFError) as exc:

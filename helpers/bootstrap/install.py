@@ -115,7 +115,7 @@ class Bootstrap:
         finally:
             # on Ctrl-C, do not wait for a reboot's deadline: teardown ends those threads' nodes
             pool.shutdown(wait=False, cancel_futures=True)
-        return {node.name: result for node, result in zip(nodes, results)}
+        return {node.name: result for node, result in zip(nodes, results, strict=True)}
 
     def _render_units(self) -> None:
         with self.log.step("render units") as step:

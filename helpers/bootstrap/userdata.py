@@ -101,8 +101,9 @@ def _files(node: NodeIdentity) -> list[tuple[str, str, int]]:
     if environment:
         files.append((spec.NODE_ENVIRONMENT, environment, 0o644))
     if node.host_key_private:
-        files += [("/etc/ssh/ssh_host_ed25519_key", node.host_key_private, 0o600),
-                  ("/etc/ssh/ssh_host_ed25519_key.pub", node.host_key_public + "\n", 0o644)]
+        files.append(("/etc/ssh/ssh_host_ed25519_key", node.host_key_private, 0o600))
+    if node.host_key_public:
+        files.append(("/etc/ssh/ssh_host_ed25519_key.pub", node.host_key_public + "\n", 0o644))
     return files
 
 

@@ -77,6 +77,7 @@ class Provider(ABC):
 
     def preflight(self) -> None:
         """Raise ProviderUnavailable when this machine lacks what the provider needs."""
+        return None  # optional, not abstract: a provider that needs nothing keeps this
 
     @abstractmethod
     def create(self) -> Cluster:

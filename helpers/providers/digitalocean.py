@@ -99,7 +99,7 @@ def token_from_env() -> str:
     return token
 
 
-def _one_line(text: str, limit: int = 400) -> str:
+def _one_line(text: object, limit: int = 400) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -253,7 +253,8 @@ class DigitalOceanAPI:
         # pydo's own credential object keeps the token too; with our authentication
         # policy in place nothing reads it, so drop it
         if getattr(self.client, "_config", None) is not None:
-            self.client._config.credential = None
+            # (typed as always set: nothing after this reads it)
+            self.client._config.credential = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"DigitalOceanAPI({self.api_url})"
@@ -264,8 +265,11 @@ class DigitalOceanAPI:
     # -- the retry loop --------------------------------------------------------------------
     def call(self, what: str, fn: Callable, *args, before_retry: Callable | None = None,
              **kwargs):
-        from azure.core.exceptions import (HttpResponseError, ServiceRequestError,
-                                           ServiceResponseError)
+        from azure.core.exceptions import (
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
         started = time.monotonic()
         attempt = 0
         while True:
@@ -347,7 +351,8 @@ class DigitalOceanAPI:
 
     # -- droplet calls --------------------------------------------------------------------------
     def list_droplets(self, tag: str) -> list[dict]:
-        droplets, page, seen = [], 1, set()
+        droplets: list[dict] = []
+        page, seen = 1, set[int]()
         while page not in seen and len(seen) < 1000:
             seen.add(page)
             reply = self.call(f"list droplets tagged {tag}", self.client.droplets.list,

@@ -52,8 +52,8 @@ from pathlib import Path
 from helpers.inventory import Inventory, LocalSettings
 from helpers.providers import netns
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
-from helpers.providers.processes import alive, kill, read_pid, read_text
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
+from helpers.providers.processes import alive, kill, read_pid, read_text
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +540,7 @@ def _cgroup_tree(cg: Path) -> list[Path]:
 
 
 def _cgroup_pids(cgroups: list[Path]) -> set[int]:
-    pids = set()
+    pids: set[int] = set()
     for cg in cgroups:
         for d in _cgroup_tree(cg):
             try:

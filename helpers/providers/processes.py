@@ -35,7 +35,7 @@ def read_text(path: Path) -> str | None:
 
 
 def kill(pid: int | None, marker: str, sig: int) -> None:
-    if alive(pid, marker):
+    if pid is not None and alive(pid, marker):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

@@ -175,6 +175,7 @@ def run_probe(cmd: list[str], console: Path, timeout: float) -> tuple[bool, str]
             if found := BOOT_MARKERS.search(_read_tail(console, 1 << 16)):
                 return True, found.group(0)
             if exited:
+                assert proc.stderr is not None  # a pipe
                 err = " ".join(proc.stderr.read().decode(errors="replace").split())[:200]
                 return False, f"QEMU exited with status {proc.returncode}: {err or 'no message'}"
             time.sleep(0.2)
@@ -186,7 +187,8 @@ def run_probe(cmd: list[str], console: Path, timeout: float) -> tuple[bool, str]
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        proc.stderr.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 # -- planning -------------------------------------------------------------------------
@@ -441,7 +443,7 @@ class QemuProvider(Provider):
             raise ProviderUnavailable("qemu: the inventory has no 'qemu' section")
         self.settings: QemuSettings = inventory.qemu
         self.prefix = self.settings.prefix
-        self.verdict: Verdict | None = None
+        self.verdict: Verdict | None = None   # decided in create(), before any VM starts
 
     # -- the four verbs -------------------------------------------------------------------
     def preflight(self) -> None:
@@ -597,6 +599,8 @@ class QemuProvider(Provider):
         s = self.settings
         if s.image_path:
             return Path(s.image_path), image_format(Path(s.image_path)), False
+        # the inventory requires image_url and image_sha256 when there is no image_path
+        assert s.image_url is not None and s.image_sha256 is not None
         path, downloaded = ensure_image(s.image_url, s.image_sha256, s.cache_dir)
         return path, image_format(path), downloaded
 
@@ -649,6 +653,7 @@ class QemuProvider(Provider):
 
     # -- running VMs ------------------------------------------------------------------------
     def _start_vm(self, plan: VMPlan, base_format: str) -> None:
+        assert self.verdict is not None
         cmd = qemu_command(plan, self.settings, self.verdict.accel, base_format,
                            self._config_arg(plan))
         (plan.dir / "qemu.cmdline").write_text(" ".join(cmd) + "\n")
@@ -671,6 +676,7 @@ class QemuProvider(Provider):
         log.info("qemu: started %s (pid %s, ssh 127.0.0.1:%d)", plan.name, pid, plan.ssh_port)
 
     def _cluster(self, plans: list[VMPlan], host_keys: dict[str, str]) -> Cluster:
+        assert self.verdict is not None
         nodes = [Node(p.name, p.role, p.public_ip, p.private_ip, ssh_host="127.0.0.1",
                       ssh_port=p.ssh_port, host_keys=(host_keys[p.name],)) for p in plans]
         state = {"prefix": self.prefix, "work_dir": str(self.settings.work_dir),

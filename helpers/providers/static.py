@@ -29,7 +29,7 @@ class StaticProvider(Provider):
         nodes = [Node(name=n.name, role=n.role, public_ip=str(n.public_ip),
                       private_ip=str(n.private_ip), ssh_host=str(n.public_ip),
                       ssh_port=settings.port)
-                 for n in self.inventory.nodes]
+                 for n in self.inventory.nodes or ()]  # the inventory requires them
         return Cluster(provider=self.name, nodes=nodes, ssh_user=settings.user,
                        ssh_key=str(settings.key or ""))
 

@@ -175,7 +175,8 @@ def snapshot(lab: Lab, name: str) -> dict[str, str]:
     of start-order violations (the timestamps themselves change on every restart)."""
     script = SNAPSHOT + (MASTER_SNAPSHOT if lab.role(name) == spec.MASTER else "")
     out = lab.sh(name, script, timeout=60, check=False).stdout
-    sections, current = {}, None
+    sections: dict[str, list[str]] = {}
+    current = None
     for line in out.splitlines():
         if line.startswith("## "):
             current = line[3:]
@@ -229,8 +230,9 @@ def edit_unit_file(node: str, unit: str, old: str, new: str | None):
         lines = text.split("\n")
         if old not in lines:
             raise FaultError(f"{node}: {unit} has no line {old!r}")
-        return "\n".join(new if line == old else line for line in lines
-                         if new is not None or line != old)
+        replacement = [] if new is None else [new]
+        return "\n".join(part for line in lines
+                         for part in (replacement if line == old else [line]))
     return rewrite_unit_file(node, unit, edit)
 
 
@@ -567,10 +569,11 @@ class Fault:
 
     def scope(self) -> set[str]:
         """The nodes whose checks this fault may fail: failures there are its own."""
-        nodes = set(self.touches) | {node_of(check) for check in self.expected}
+        nodes = set(self.touches) | {node for check in self.expected
+                                     if (node := node_of(check)) is not None}
         if self.all_checks_of:
             nodes.add(self.all_checks_of)
-        return nodes - {None}
+        return nodes
 
 
 def node_of(check: str) -> str | None:

@@ -47,6 +47,7 @@ class SuiteRun:
         self._reader.start()
 
     def _read(self):
+        assert self.process.stdout is not None  # a pipe
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
 

@@ -34,12 +34,12 @@ import pytest
 import yaml
 
 from helpers import lifecycle
-from helpers.inventory import ROOT, load as load_inventory
+from helpers.inventory import ROOT
+from helpers.inventory import load as load_inventory
 from helpers.providers import Cluster
 from helpers.providers.local import LocalProvider
 
-from .faults import (FAULTS, Fault, Lab, differences, node_of, plan_rounds,
-                     snapshot)
+from .faults import FAULTS, Fault, Lab, differences, node_of, plan_rounds, snapshot
 
 # in the default test run: about 20 minutes on 2 cores with the real binaries
 # (`-m "not faults"` leaves it out)
@@ -94,7 +94,7 @@ def parse_junit(path: Path) -> dict[str, Check]:
             elif child.tag == "skipped":
                 kind = "xfailed" if child.get("type") == "pytest.xfail" else "skipped"
                 check = Check(kind, child.get("message", ""))
-        checks[case.get("name")] = check
+        checks[case.get("name", "")] = check
     return checks
 
 
@@ -219,6 +219,7 @@ class Catalogue:
 
     # -- faults, a round at a time ---------------------------------------------------------
     def expected(self, fault: Fault) -> set[str]:
+        assert self.baseline is not None  # the first round runs it
         found = set(fault.expected)
         if fault.all_checks_of:
             found |= {n for n in self.baseline.checks if node_of(n) == fault.all_checks_of}
@@ -245,14 +246,17 @@ class Catalogue:
     def exercise(self, index: int, faults: list[Fault]) -> None:
         """Apply the round's faults, run the suite once, restore them (always), verify the
         restore against snapshots taken before, and judge each fault by its own nodes."""
-        lab = self.lab
+        lab, baseline = self.lab, self.baseline
+        assert lab is not None and baseline is not None  # the baseline round made them
         started = time.monotonic()
         before = {f.name: {n: snapshot(lab, n) for n in f.touches} for f in faults}
         overrides = next((f.inventory for f in faults if f.inventory), None)
         inventory = self._write_inventory(f"round{index:02d}.yaml", overrides) if overrides else None
         during = next((f.during for f in faults if f.during), None)
         label = f"round{index:02d}-" + "+".join(f.name for f in faults)
-        applied, problems, run = [], {f.name: [] for f in faults}, None
+        applied: list[Fault] = []
+        problems: dict[str, list[str]] = {f.name: [] for f in faults}
+        run: SuiteRun | None = None
         try:
             for fault in faults:
                 applied.append(fault)
@@ -272,8 +276,8 @@ class Catalogue:
         nobody = {n: m for n, m in failing.items()
                   if not any(node_of(n) in scope for scope in scopes.values())}
         incomplete = ([f"the run did not report every check: {len(run.checks)} of "
-                       f"{len(self.baseline.checks)} (see {run.log})"]
-                      if set(run.checks) != set(self.baseline.checks) else [])
+                       f"{len(baseline.checks)} (see {run.log})"]
+                      if set(run.checks) != set(baseline.checks) else [])
         for fault in faults:
             mine = {n: m for n, m in failing.items() if node_of(n) in scopes[fault.name]}
             mine.update(nobody)   # a failure no fault of the round can explain: all share it
@@ -299,6 +303,7 @@ class Catalogue:
         return runs[len(runs) // 2] if runs else 40.0
 
     def _settled(self, before: dict[str, dict]) -> list[str]:
+        assert self.lab is not None  # the baseline round made it
         deadline = time.monotonic() + RESTORE_SETTLE
         while True:
             diffs = []
@@ -432,7 +437,7 @@ def test_cluster_is_conformant_again_then_destroyed(catalogue: Catalogue):
     failing = run.failing()
     assert not failing, "not green after the catalogue: " + "; ".join(
         f"{n}: {check_message(m)[:200]}" for n, m in failing.items())
-    assert set(run.checks) == set(catalogue.baseline.checks)
+    assert catalogue.baseline is not None and set(run.checks) == set(catalogue.baseline.checks)
     state = json.loads(catalogue.state_file.read_text())
     assert state.get("destroyed") and not state.get("cluster")
 

@@ -24,10 +24,14 @@ PHASES = {
 }
 
 
-def slow_run(tmp_path, *args: str) -> SuiteRun:
+class SlowRun(SuiteRun):
+    check_log: Path   # where its checks log as they start
+
+
+def slow_run(tmp_path, *args: str) -> SlowRun:
     """A run whose checks take a quarter second each (tests/e2e/slow_checks.py)."""
     log = tmp_path / "checks-started"
-    run = SuiteRun(inventory_file(tmp_path, PREFIX, 32), tmp_path / "reports",
+    run = SlowRun(inventory_file(tmp_path, PREFIX, 32), tmp_path / "reports",
                    "-p", "tests.e2e.slow_checks", *args, env={"K8SCONF_CHECK_LOG": str(log)})
     run.check_log = log
     return run

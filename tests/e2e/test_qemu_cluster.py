@@ -238,7 +238,7 @@ def test_consoles_are_logged_and_vms_stay_small(qemu_cluster, measured):
         assert qmp_command(Path(info["dir"]) / "qmp.sock", "query-status")["return"][
             "status"] == "running"
         status = Path(f"/proc/{info['pid']}/status").read_text()
-        rss[name] = int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
+        rss[name] = int(next(row for row in status.splitlines() if row.startswith("VmRSS:")).split()[1])
     measured["qemu: host memory per VM (QEMU RSS, 512 MiB guests)"] = ", ".join(
         f"{n} {kb >> 10} MiB" for n, kb in rss.items())
     assert all(kb < 800 << 10 for kb in rss.values()), rss

@@ -29,9 +29,9 @@ import pytest
 
 from helpers import inventory as inventory_mod
 from helpers import report_check
-from helpers.providers.processes import session_members
 from helpers.inventory import ROOT
 from helpers.providers.local import LocalProvider
+from helpers.providers.processes import session_members
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group(__name__)]
@@ -94,7 +94,8 @@ def finish(run: SuiteRun, timeout: float) -> int:
             run.process.wait(120)
         except subprocess.TimeoutExpired:
             run.kill()
-        raise AssertionError(f"the suite did not finish within {timeout} s:\n{run.output[-3000:]}")
+        raise AssertionError(
+            f"the suite did not finish within {timeout} s:\n{run.output[-3000:]}") from None
     finally:
         run._reader.join(10)
 

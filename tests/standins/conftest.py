@@ -192,7 +192,8 @@ class StandIn:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-            raise AssertionError("%s ignored signal %s:\n%s" % (self.name, sig, self.log()))
+            raise AssertionError(
+                "%s ignored signal %s:\n%s" % (self.name, sig, self.log())) from None
 
 
 @pytest.fixture

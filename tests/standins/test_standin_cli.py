@@ -18,13 +18,13 @@ def test_is_a_self_contained_stdlib_python3_executable(tools, name):
     assert source.startswith("#!/usr/bin/env python3\n")
     tree = ast.parse(source, str(path))
     assert ast.get_docstring(tree), "%s has no module docstring" % name
-    modules = set()
+    modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "%s uses a relative import" % name
-            modules.add(node.module.split(".")[0])
+            modules.add((node.module or "").split(".")[0])
     assert modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
 
 

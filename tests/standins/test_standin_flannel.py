@@ -1,7 +1,6 @@
 """flannel stand-in: config from etcd, atomic subnet leases, subnet.env, host-gw routes."""
 import json
 import re
-import shutil
 import signal
 import threading
 import urllib.error
@@ -9,8 +8,6 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-import pytest
 
 NETWORK = '{"Network": "10.100.0.0/16"}'
 LO_MTU = Path("/sys/class/net/lo/mtu").read_text().strip()
@@ -69,7 +66,8 @@ class SabotagingEtcdProxy:
     another node's lease, so the stand-in must get 412 and pick another subnet."""
 
     def __init__(self, etcd):
-        self.requests, self.sabotaged = [], []
+        self.requests: list[tuple[str, str, str]] = []
+        self.sabotaged: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -165,7 +163,8 @@ def test_two_nodes_get_distinct_subnets_and_host_gw_routes(tools, etcd, spawn, w
     assert not any(net_a in call for call in a.ip_calls()), "a routed its own subnet"
     # Docker's FORWARD policy is DROP: flannel appends ACCEPT rules for its network
     for direction in ("-s", "-d"):
-        tools.wait_until(lambda: f"-A FORWARD {direction} 10.100.0.0/16 -j ACCEPT" in a.ip_calls(),
+        rule = f"-A FORWARD {direction} 10.100.0.0/16 -j ACCEPT"
+        tools.wait_until(lambda rule=rule: rule in a.ip_calls(),
                          what=f"a FORWARD {direction} rule", timeout=5)
     # b goes away and its lease vanishes (as when its TTL runs out): a drops the route.
     assert b.stop() == 0
