@@ -166,6 +166,11 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
     return sections
 
 
+def section_commands(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
+    """Each section's command as the facts script runs it (the data plane's probe aside)."""
+    return _sections(node, cluster, guide)
+
+
 def rereadable(node: Node, cluster: Cluster, guide: dict) -> tuple[str, ...]:
     """The sections one round trip can read again: all but the data plane's (the probe
     container and the pings between them take their own rounds), and the FORWARD counter
@@ -533,9 +538,11 @@ def ping_script(pid: str, targets: dict[str, str]) -> str:
             f"echo \"forward-after $({FORWARD_COUNTER})\"")
 
 
-def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -> Gathered:
+def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float,
+                   only: tuple[str, ...] = ()) -> Gathered:
     """Every node's facts, its pings to every other node's container, in three rounds
-    (facts + probe start, pings, probe removal), each on all nodes at once."""
+    (facts + probe start, pings, probe removal), each on all nodes at once; `only`: just
+    these sections in the first round (the benchmark's baseline reads the rest itself)."""
     probe = f"k8sconf-probe-{secrets.token_hex(3)}"
     nodes = {n.name: n for n in cluster.nodes}
 
@@ -545,7 +552,7 @@ def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float) -
 
     def facts_of(name):
         try:
-            return gather(connections[name], nodes[name], cluster, guide, timeout, probe)
+            return gather(connections[name], nodes[name], cluster, guide, timeout, probe, only)
         except FactsError as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - one unreadable node fails its checks only

@@ -1,7 +1,7 @@
 """Benchmark of the conformance run on local clusters of several sizes (issue 11).
 
     bash scripts/benchmark                      # 3, 6 and 12 nodes
-    python3 -m helpers.benchmark --sizes 3      # one size, without the setup script
+    python3 -m tools.benchmark --sizes 3      # one size, without the setup script
 
 For each size, on a cluster of its own (prefix `k8sbench`, 192.168.42.0/24 and
 10.142.0.0/24, so it never meets a conformance run's cluster), it:
@@ -14,8 +14,10 @@ For each size, on a cluster of its own (prefix `k8sbench`, 192.168.42.0/24 and
 3. times `pytest suites --reuse-cluster --no-bootstrap`, serial and `-n 3` (the whole
    verification: gathering plus every check), with this module loaded as a plugin
    (PYTEST_PLUGINS) to count the SSH commands of every process, xdist workers included;
-4. times a naive baseline on the same cluster: every assertion its own testinfra call,
-   node after node;
+4. times the same `pytest suites` run again, serial, with `tools/per_assertion.py` as its
+   baseline: the same checks, but each fact fetched by its own testinfra call when a
+   check asks for it (testinfra's way) instead of the one batched script; the ratio of
+   the two serial runs is what the batching saves on identical assertions;
 5. destroys the cluster.
 
 It prints two tables and the targets, and writes `reports/benchmark.json`
@@ -33,7 +35,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shlex
 import signal
 import statistics
@@ -43,7 +44,6 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -54,7 +54,8 @@ PRIVATE_NETWORK = "10.142.0.0/24"
 SIZES = (3, 6, 12)
 XDIST_WORKERS = 3
 COUNTS_ENV = "K8SCONF_BENCH_COUNTS"   # set: the plugin below counts SSH commands to there
-PLUGIN = "helpers.benchmark"
+PLUGIN = "tools.benchmark"
+BASELINE_PLUGIN = "tools.per_assertion"
 SUBPROCESS_TIMEOUT = 900
 
 # The targets of issue 11, on this 2-core machine.
@@ -156,7 +157,7 @@ def kinds_total(counts: dict) -> dict[str, int]:
     return dict(total.most_common())
 
 
-# -- as a pytest plugin in the suite's subprocesses (PYTEST_PLUGINS=helpers.benchmark) --
+# -- as a pytest plugin in the suite's subprocesses (PYTEST_PLUGINS=tools.benchmark) --
 _plugin_counter: CommandCounter | None = None
 
 
@@ -294,7 +295,7 @@ def evaluate_targets(sizes: list[dict]) -> list[dict]:
     add("verify 3 nodes in-process < 5 s", verify3, TARGET_VERIFY_SECONDS,
         verify3 is not None and verify3 < TARGET_VERIFY_SECONDS)
     speedup3 = _get(three, "speedup") if three else None
-    add("3 nodes: >= 5x faster than the naive baseline", speedup3, TARGET_SPEEDUP,
+    add("3 nodes: >= 5x faster than per-assertion testinfra calls (same checks)", speedup3, TARGET_SPEEDUP,
         speedup3 is not None and speedup3 >= TARGET_SPEEDUP)
     path: tuple[str, ...]
     for label, path in (("in-process", ("verify",)), ("pytest serial", ("pytest_serial",)),
@@ -460,246 +461,6 @@ def section_profile(cluster, inventory, node) -> dict[str, int]:
     return dict(sorted(timings.items(), key=lambda kv: -kv[1]))
 
 
-# -- the naive baseline: one testinfra call per assertion, node after node ---------------
-def _env_pairs(text: str) -> dict[str, str]:
-    pairs = {}
-    for line in text.splitlines():
-        if "=" in line and not line.strip().startswith("#"):
-            key, _, value = line.partition("=")
-            pairs[key.strip()] = value.strip().strip('"')
-    return pairs
-
-
-def naive_checks(node, cluster, inventory, hosts: dict, shipped: dict[str, str],
-                 probe: str) -> list[tuple[str, Callable[[], object]]]:
-    """The suite's assertions for one node, each doing its own testinfra calls (no shared
-    facts, no evidence unless asked): (name, callable returning whether it holds)."""
-    import ipaddress
-
-    from helpers import spec
-    from helpers.bootstrap.units import node_values
-    host, master = hosts[node.name], hosts[cluster.master.name]
-    guide = inventory.guide
-    api = f"http://{guide.apiserver_address}:{guide.apiserver_port}"
-    etcd = guide.etcd_endpoint
-    kubelet = guide.kubelet_port
-    checks: list[tuple[str, Callable[[], object]]] = []
-
-    def check(name):
-        def register(fn):
-            checks.append((f"{node.name} {name}", fn))
-            return fn
-        return register
-
-    def show(unit, prop, on=host):
-        return on.run(f"systemctl show -p {prop} --value {unit}").stdout.strip()
-
-    def status(url, on=host):
-        return on.run(f"curl -s -m 3 -o /dev/null -w '%{{http_code}}' {url}").stdout.strip()
-
-    def body(url, on=host):
-        return on.run(f"curl -s -m 3 {url}").stdout
-
-    def as_root(command, on=host):
-        with on.sudo():
-            return on.run(command)
-
-    def subnet_env(on=host):
-        return _env_pairs(on.file(spec.SUBNET_ENV).content_string)
-
-    values = node_values(inventory, [n.private_ip for n in cluster.nodes], node.private_ip)
-    for unit in spec.units_for(node.role):
-        u = unit.name
-        check(f"{u} installed")(lambda u=u: show(u, "FragmentPath") == f"{spec.UNIT_DIR}/{u}")
-        check(f"{u} enabled")(lambda u=u: host.service(u).is_enabled and host.file(
-            f"{spec.UNIT_DIR}/{spec.WANTED_BY}.wants/{u}").is_symlink)
-        check(f"{u} active")(lambda u=u: host.service(u).is_running)
-        for directive in ("After", "Wants", "Requires"):
-            wanted = set(getattr(unit, directive.lower()))
-            check(f"{u} {directive}")(
-                lambda u=u, d=directive, w=wanted: w <= set(show(u, d).split()))
-        check(f"{u} restart")(lambda u=u: (show(u, "Restart"), show(u, "RestartUSec"))
-                              == (spec.RESTART, f"{spec.RESTART_SEC}s"))
-        line = unit.exec_start.line(values)
-        check(f"{u} ExecStart")(lambda u=u, line=line: f"argv[]={line} ;" in show(u, "ExecStart"))
-
-    @check("start order")
-    def _():
-        ok = True
-        for unit in spec.units_for(node.role):
-            for dep in unit.after:
-                began = int(show(unit.name, "InactiveExitTimestampMonotonic") or 0)
-                ok &= not began or int(show(dep, "ActiveEnterTimestampMonotonic") or 0) <= began
-        return ok
-
-    if not node.is_master:
-        @check("no master-only units")
-        def _():
-            return all(show(u.name, "LoadState") == "not-found"
-                       for u in spec.UNITS if not u.runs_on(spec.MINION))
-
-    check("no failed units")(lambda: not host.run(
-        "systemctl list-units --failed --plain --no-legend --no-pager").stdout.strip())
-    check("binaries present")(lambda: all(host.file(f"{spec.BIN_DIR}/{b}").exists
-                                          for b in spec.REQUIRED_BINARIES[node.role]))
-    check("binaries identical")(lambda: all(host.file(f"{spec.BIN_DIR}/{b}").sha256sum == d
-                                            for b, d in shipped.items()))
-
-    def subnet(on=host):
-        try:
-            return ipaddress.IPv4Interface(subnet_env(on).get("FLANNEL_SUBNET", ""))
-        except ValueError:
-            return None
-
-    def etcd_value(key):
-        try:
-            return json.loads(body(f"{etcd}/v2/keys{key}"))["node"]["value"]
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    check("subnet.env parses")(lambda: subnet() is not None and "FLANNEL_MTU" in subnet_env())
-
-    @check("subnet in the network")
-    def _():
-        mine, config = subnet(), json.loads(etcd_value(spec.NETWORK_CONFIG_KEY) or "{}")
-        return bool(mine and mine.network.subnet_of(ipaddress.IPv4Network(config["Network"])))
-
-    @check("subnet unique")
-    def _():
-        mine = subnet()
-        return mine is not None and all(
-            getattr(subnet(hosts[o.name]), "network", None) != mine.network
-            for o in cluster.nodes if o.name != node.name)
-
-    @check("lease names the private IP")
-    def _():
-        mine = subnet()
-        key = f"{mine.network.network_address}-{mine.network.prefixlen}" if mine else "?"
-        lease = etcd_value(f"{spec.SUBNETS_KEY}/{key}")
-        return bool(lease) and json.loads(lease).get("PublicIP") == node.private_ip
-
-    check("MTU sane")(lambda: 576 <= int(subnet_env().get("FLANNEL_MTU", "0")) <= 9000)
-    check("docker answers")(lambda: bool(as_root(
-        "docker version --format '{{.Server.Version}}'").stdout.strip()))
-    @check("docker0 carries FLANNEL_SUBNET")
-    def _():
-        mine = subnet()
-        found = [a for a in host.interface("docker0").addresses if "." in a]
-        return mine is not None and found == [str(mine.ip)]
-
-    @check("docker applies FLANNEL_MTU")
-    def _():
-        wanted = subnet_env().get("FLANNEL_MTU")
-        options = json.loads(as_root("docker network inspect bridge").stdout)[0]["Options"]
-        container = as_root(f"docker run --rm {probe} cat /sys/class/net/eth0/mtu").stdout
-        return {options.get("com.docker.network.driver.mtu", "1500"), container.strip()} \
-            == {wanted}
-
-    check("etcd network config")(lambda: json.loads(
-        etcd_value(spec.NETWORK_CONFIG_KEY) or "{}") == {"Network": str(guide.flannel_network)})
-
-    @check("etcd healthy with every member")
-    def _():
-        healthy = '"health":"true"' in body(f"{etcd}/health").replace(" ", "")
-        members = json.loads(body(f"{etcd}/v2/members") or "{}").get("members", [])
-        return healthy and len(members) == len(cluster.nodes)
-
-    socket = f"tcp://{node.private_ip}:{kubelet}"
-    check("kubelet listens")(lambda: host.socket(socket).is_listening)
-    check("kubelet healthy")(lambda: status(f"http://{node.private_ip}:{kubelet}/healthz")
-                             == "200")
-    check("kubelet from the master")(lambda: status(
-        f"http://{node.private_ip}:{kubelet}/healthz", master) == "200")
-    check("kubelet not public")(lambda: not host.socket(
-        f"tcp://{node.public_ip}:{kubelet}").is_listening and status(
-        f"http://{node.public_ip}:{kubelet}/healthz", master) == "000")
-    if node.is_master:
-        node_ips = sorted(n.private_ip for n in cluster.nodes)
-        check("api on loopback")(lambda: body(f"{api}/healthz").strip() == "ok")
-        for address in (node.public_ip, node.private_ip):
-            check(f"api not on {address}")(lambda a=address: status(
-                f"http://{a}:{guide.apiserver_port}/healthz") == "000")
-        check("kubecfg lists every node")(lambda: sorted(
-            host.run(f"{spec.BIN_DIR}/kubecfg -h {api} list minions").stdout.split()[3:])
-            == node_ips)
-        check("api lists every node")(lambda: sorted(
-            i["id"] for i in json.loads(body(f"{api}/api/v1beta1/minions"))["items"]) == node_ips)
-        check("kubecfg -version")(lambda: "Kubernetes" in host.run(
-            f"{spec.BIN_DIR}/kubecfg -version").stdout)
-        # advisories: expected to be false on the guide's install
-        check("portal_net apart (advisory)")(lambda: "-portal_net=10.100." not in show(
-            spec.APISERVER, "ExecStart"))
-        check("no insecure port (advisory)")(lambda: "-port=0" in show(
-            spec.APISERVER, "ExecStart"))
-        check("docker current syntax")(lambda: " -d " not in show(spec.DOCKER, "ExecStart"))
-        check("flannel without etcd v2 (advisory)")(lambda: "etcdctl set" not in host.file(
-            f"{spec.UNIT_DIR}/{spec.FLANNEL}").content_string)
-    else:
-        check("minion scheduler reaches the API (advisory)")(
-            lambda: status(f"{api}/healthz") == "200")
-    return checks
-
-
-def naive_dataplane(cluster, hosts: dict, probe: str) -> list[tuple[str, Callable[[], object]]]:
-    """Containers on every node, then one `docker exec ... ping` per pair of nodes."""
-    name = f"k8sconf-probe-{secrets.token_hex(3)}"
-    addresses: dict[str, str] = {}
-
-    def as_root(on, command):
-        with on.sudo():
-            return on.run(command)
-
-    def start(node):
-        def run():
-            out = as_root(hosts[node.name], f"docker run -d --rm --name {name} {probe} "
-                          "sleep 600 >/dev/null && docker inspect -f "
-                          f"'{{{{.NetworkSettings.IPAddress}}}}' {name}").stdout.strip()
-            addresses[node.name] = out
-            return bool(out)
-        return run
-
-    def ping(node, other):
-        return lambda: as_root(hosts[node.name], f"docker exec {name} ping -c 1 -W 2 "
-                               f"{addresses.get(other.name)}").rc == 0
-
-    checks: list[tuple[str, Callable[[], object]]] = [
-        (f"{n.name} probe container", start(n)) for n in cluster.nodes]
-    checks += [(f"{n.name} reaches {o.name}", ping(n, o))
-               for n in cluster.nodes for o in cluster.nodes if o is not n]
-    def remove(node):
-        return lambda: as_root(hosts[node.name], f"docker rm -f {name}").rc == 0
-
-    checks += [(f"{n.name} probe removed", remove(n)) for n in cluster.nodes]
-    return checks
-
-
-def run_baseline(cluster, inventory, shipped: dict[str, str]) -> dict:
-    """Every naive check, one after the other, on fresh connections."""
-    from helpers import lifecycle
-    from helpers.facts import PROBE_IMAGE
-    connections = lifecycle.connect_all(cluster, inventory)
-    hosts = {n: c.testinfra_host() for n, c in connections.items()}
-    checks = [c for node in cluster.nodes
-              for c in naive_checks(node, cluster, inventory, hosts, shipped, PROBE_IMAGE)]
-    checks += naive_dataplane(cluster, hosts, PROBE_IMAGE)
-    false = []
-    try:
-        with Meter(cluster) as total:
-            for name, fn in checks:
-                try:
-                    ok = bool(fn())
-                except Exception as exc:  # noqa: BLE001 - a failing check, as pytest has it
-                    ok, name = False, f"{name} ({type(exc).__name__}: {exc})"[:200]
-                if not ok:
-                    false.append(name)
-        trips = {n: c.commands_run for n, c in connections.items()}
-    finally:
-        for connection in connections.values():
-            connection.close()
-    return {**total.as_dict(), "assertions": len(checks), "false": false,
-            "round_trips": trips, "round_trips_max": max(trips.values())}
-
-
 # -- the suite as a subprocess, on the kept cluster ------------------------------------
 def run_suite(inventory_path: Path, work: Path, label: str, *args: str, cluster=None) -> dict:
     """`pytest suites --reuse-cluster --no-bootstrap --keep-cluster`, counted and timed."""
@@ -792,7 +553,6 @@ def bench_size(count: int, work: Path, options, say, result: dict) -> dict:
         result["bootstrap_s"] = round(state["bootstrap"]["seconds"], 2)
         result["setup_wall_s"] = round(setup.wall_s, 2)
         result["bootstrap_steps_s"] = _slowest_steps(steps)
-        shipped = state["bootstrap"].get("checksums", {})
         say(f"{count} nodes: up {result['up_s']:.1f} s, bootstrap {result['bootstrap_s']:.1f} s")
 
         with Meter(cluster) as idle:
@@ -830,14 +590,15 @@ def bench_size(count: int, work: Path, options, say, result: dict) -> dict:
                 say(f"{count} nodes: pytest --collect-only: {found['wall_s']:.1f} s")
 
         if not options.no_baseline:
-            say(f"{count} nodes: naive baseline (one testinfra call per assertion) ...")
-            result["baseline"] = run_baseline(cluster, inventory, shipped)
-            result["speedup"] = ratio(result["baseline"]["wall_s"], result["verify"]["wall_s"])
-            say(f"{count} nodes: baseline {result['baseline']['wall_s']:.1f} s, "
-                f"{result['baseline']['assertions']} assertions "
-                f"({len(result['baseline']['false'])} false), "
-                f"{result['baseline']['round_trips_max']} round trips/node max; "
-                f"ratio {result['speedup']}x")
+            say(f"{count} nodes: baseline: the same checks, one testinfra call per fact asked ...")
+            found = run_suite(inventory_path, work, f"{count}-baseline", "-p", BASELINE_PLUGIN,
+                              cluster=cluster)
+            result["baseline"] = found
+            serial = result.get("pytest_serial", {}).get("wall_s")
+            result["speedup"] = ratio(found["wall_s"], serial)
+            say(f"{count} nodes: baseline {found['wall_s']:.1f} s wall, {found['outcomes']}, "
+                f"{found['round_trips_max']} round trips/node max; ratio to pytest serial "
+                f"{result['speedup']}x")
         from helpers.providers.local import LocalProvider  # the one that measures memory
         try:
             assert isinstance(provider, LocalProvider), provider.name
@@ -869,7 +630,7 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=int, default=3,
                         help="in-process verifications per size; the median is reported")
     parser.add_argument("--no-pytest", action="store_true", help="skip the pytest subprocesses")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the per-assertion baseline run")
     parser.add_argument("--verbose", action="store_true", help="show every setup step")
     options = parser.parse_args(argv)
     options.sizes = [int(s) for s in options.sizes.split(",") if s.strip()]
@@ -891,7 +652,7 @@ def report(payload: dict, reports: Path) -> str:
     return "\n".join([
         "wall times (s): verify (the run's SSH work, in-process) is a median (min beside "
         "it); pytest = the whole suite as a subprocess; "
-        "ratio = baseline / verify; load = 1-min load average at the start",
+        "ratio = baseline / pytest serial (the same checks, one testinfra call per fact asked); load = 1-min load average at the start",
         format_table(payload["sizes"], TIMES), "",
         "SSH round trips per node (max over nodes); CPU seconds on the nodes and here",
         format_table(payload["sizes"], COUNTS), "",
@@ -907,8 +668,8 @@ def main(argv=None) -> int:
     # conformance run's reports/cluster/state.json is never touched.
     if "helpers.paths" in sys.modules and \
             sys.modules["helpers.paths"].REPORTS.resolve() != work.resolve():
-        raise SystemExit("helpers.benchmark: helpers.paths was imported before main() "
-                         "could relocate the reports; run it as `python3 -m helpers.benchmark`")
+        raise SystemExit("tools.benchmark: helpers.paths was imported before main() "
+                         "could relocate the reports; run it as `python3 -m tools.benchmark`")
     os.environ["K8SCONF_REPORTS"] = str(work)
     work.mkdir(parents=True, exist_ok=True)
     # paramiko logs a reset connection while a node reboots; the lifecycle retries it
