@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from helpers.facts import Http, NodeFacts
+from helpers.providers.base import Node
 from tools.per_assertion import DATA_PLANE, PerAssertionFacts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +20,8 @@ class FakeHost:
     """testinfra's Host as far as the baseline uses it: run() under sudo()."""
 
     def __init__(self, answers: dict[str, tuple[str, int]]):
-        self.answers, self.ran, self.in_sudo = answers, [], False
+        self.answers, self.in_sudo = answers, False
+        self.ran: list[str] = []
 
     @contextmanager
     def sudo(self):
@@ -35,7 +37,9 @@ class FakeHost:
 
 
 def facts(host, commands, text=None, rc=None):
-    gathered = NodeFacts(SimpleNamespace(name="coreos-1"), text or {}, rc or {})
+    node = Node(name="coreos-1", role="master", public_ip="192.168.2.1",
+                private_ip="10.120.0.1", ssh_host="192.168.2.1")
+    gathered = NodeFacts(node, text or {}, rc or {})
     return PerAssertionFacts(gathered, host, commands)
 
 
