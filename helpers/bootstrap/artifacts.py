@@ -14,7 +14,7 @@ from helpers.bootstrap.steps import StepLog
 from helpers.inventory import ROOT, Artifacts
 
 DOWNLOAD_TIMEOUT = 120
-STANDINS_DIR = ROOT / "helpers" / "standins"
+STANDINS_DIR = ROOT / "node" / "standins"
 # the stand-ins' -version says so; a real binary never does
 STANDIN_MARK = "(stand-in"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STANDINS = ROOT / "helpers" / "standins"
+STANDINS = ROOT / "node" / "standins"
 BINARIES = ("flannel", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
             "kube-proxy", "kubelet", "kubecfg")
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
