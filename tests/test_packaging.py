@@ -84,8 +84,8 @@ def test_runtime_and_test_dependencies_are_apart_and_locked_with_hashes():
     assert len(runtime) == len(project["dependencies"]), "a runtime dependency is not pinned"
     assert len(test) == len(project["optional-dependencies"]["test"]), "a test one is not pinned"
     assert {"pytest", "paramiko", "pydantic", "pydo", "cryptography"} <= set(runtime)
-    assert set(test) == {"hypothesis", "pytest-httpserver", "ruff", "mypy", "types-PyYAML",
-                         "types-paramiko"} and not set(test) & set(runtime)
+    assert set(test) == {"hypothesis", "pytest-httpserver", "selenium", "ruff", "mypy",
+                         "types-PyYAML", "types-paramiko"} and not set(test) & set(runtime)
     text = (ROOT / "requirements.lock").read_text()
     locked = dict(re.findall(r"^([\w.-]+)==(\S+) \\$", text, re.M))
     norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731

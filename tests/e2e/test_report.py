@@ -4,7 +4,7 @@ and 10.122.0.0/24, reports in a scratch $K8SCONF_REPORTS), first with --keep-clu
 then with --reuse-cluster; scripts/report makes the Allure report after each run.
 
 Each report is then looked at as a reader would: served by `python3 -m http.server` on
-loopback and rendered by headless Chromium (helpers/report_check.py). It must show that
+loopback and rendered by headless Chromium (tests/support/report_browser.py, Selenium). It must show that
 run's counts as JUnit has them, the set-up case with its steps, the categories, the node
 versions, and from the second run on the history. A fake DigitalOcean token in the runs'
 environment and the run's own private key must appear in no report file.
@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 
 from helpers import inventory as inventory_mod
-from helpers import report_check
 from helpers.inventory import ROOT
 from helpers.providers.local import LocalProvider
 from helpers.providers.processes import session_members
 from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
+from tests.support import report_browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 PREFIX = "k8srep"
@@ -109,25 +109,25 @@ def make_report(env: dict) -> subprocess.CompletedProcess:
 
 def look(report_dir: Path, run: Run, screenshot: Path | None) -> None:
     """Renders the report in Chromium and records what it shows in run.counts/page."""
-    ids = report_check.report_result_ids(report_dir)
+    ids = report_browser.report_result_ids(report_dir)
     setup_ids = [i for i, r in ids.items() if r["fullName"] == "setup.bootstrap"]
     started = time.monotonic()
-    with report_check.serve(report_dir) as url, report_check.Browser() as browser:
-        run.counts = report_check.report_counts(browser, url)
+    with report_browser.serve(report_dir) as url, report_browser.Browser() as browser:
+        run.counts = report_browser.report_counts(browser, url)
         if screenshot:
             browser.screenshot(screenshot)
-        run.page["metadata"] = report_check.report_metadata(browser, url)
+        run.page["metadata"] = report_browser.report_metadata(browser, url)
         if run.junit["skipped"]:
-            run.page["categories"] = report_check.report_categories(browser, url, [ADVISORIES])
-        run.page["trend"] = report_check.report_trend(
+            run.page["categories"] = report_browser.report_categories(browser, url, [ADVISORIES])
+        run.page["trend"] = report_browser.report_trend(
             browser, url, screenshot=screenshot and screenshot.with_name("report-trend.png"))
         run.page["setup_ids"] = setup_ids
         if len(setup_ids) == 1:
-            run.page["setup"] = report_check.report_test_case(
+            run.page["setup"] = report_browser.report_test_case(
                 browser, url, setup_ids[0], SETUP_NAME,
                 screenshot=screenshot and screenshot.with_name("report-setup.png"))
-        run.page["browser_pid"], run.page["profile"] = browser.proc.pid, browser.profile
-    run.page["browser_exit"] = browser.proc.poll()
+        run.page["browser_pid"], run.page["profile"] = browser.pid, browser.profile
+    run.page["browser_exit"] = browser.returncode()
     run.seconds["browser"] = round(time.monotonic() - started, 1)
 
 

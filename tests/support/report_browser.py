@@ -1,43 +1,44 @@
 """Looking at the generated Allure report the way a reader does: served over HTTP on
-loopback and rendered by headless Chromium, driven through the DevTools protocol over
-a pipe (--remote-debugging-pipe: no WebDriver, no port, standard library only).
+loopback and rendered by Debian's headless Chromium, driven by Selenium through Debian's
+chromium-driver (scripts/install installs both; Selenium Manager downloads nothing, since
+both paths are given).
 
 Every process here is started by us and ended by its pid; every wait is bounded.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
 import json
 import os
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
+from selenium import webdriver
+from selenium.common.exceptions import JavascriptException, TimeoutException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.wait import WebDriverWait
+
 from helpers.providers.processes import session_members
+from helpers.waiting import poll
 
 CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"      # Debian's chromium-driver, built with chromium
 # Required for every Chromium we start: no sandbox (root), no network beyond loopback.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync")
+                  "--disable-component-update", "--disable-sync", "--no-proxy-server",
+                  "--hide-scrollbars")
 STATUSES = ("passed", "failed", "broken", "skipped", "unknown")
 
 
 class BrowserError(Exception):
     pass
-
-
-class PageScriptError(BrowserError):
-    """A script evaluated in the page threw (e.g. while the page is still loading)."""
 
 
 def free_port() -> int:
@@ -71,120 +72,85 @@ def serve(directory: Path, timeout: float = 15):
                              "--directory", str(directory), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise BrowserError(f"http.server for {directory} exited (rc {proc.returncode})")
+        with _direct.open(url, timeout=2) as answer:
+            return answer.status == 200
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with _direct.open(url, timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BrowserError(
-                        f"http.server for {directory} did not answer on {url}") from None
-                time.sleep(0.1)
+        try:
+            poll(answers, timeout=timeout, interval=0.1, retry_on=(OSError,))
+        except OSError:
+            raise BrowserError(f"http.server for {directory} did not answer on {url}") from None
         yield url
     finally:
         _stop(proc)
 
 
 class Browser:
-    """Headless Chromium with one page, spoken to over the DevTools pipe (fds 3 and 4)."""
+    """Headless Chromium with one page, through chromium-driver (WebDriver on loopback)."""
 
     def __init__(self, *, width: int = 1440, height: int = 1000, timeout: float = 30):
-        if not Path(CHROMIUM).exists():
-            raise BrowserError(f"{CHROMIUM} not found: apt-get install chromium")
+        for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+            if not Path(path).exists():
+                raise BrowserError(f"{path} not found: apt-get install {package} "
+                                   "(scripts/install does)")
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="k8sconf-chromium-")
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-
-        def child_fds():  # in the child: its ends of the pipes become fds 3 and 4
-            a = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
-            b = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.proc = subprocess.Popen(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
-             "--remote-debugging-pipe", "--no-proxy-server", f"--window-size={width},{height}",
-             "--hide-scrollbars", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=child_fds, pass_fds=(3, 4), start_new_session=True)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._buffer = b""
-        self._next_id = 0
-        self.session = None
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
+                     f"--window-size={width},{height}"):
+            options.add_argument(flag)
+        # chromium-driver and the Chromium it starts in a session of their own: close()
+        # can then find whatever of it outlives quit() (zygote, crashpad handler)
+        self.service = Service(CHROMEDRIVER, popen_kw={"start_new_session": True})
         try:
-            target = self.call("Target.createTarget", url="about:blank")["targetId"]
-            self.session = self.call("Target.attachToTarget", targetId=target,
-                                     flatten=True)["sessionId"]
-            self.call("Page.enable")
-            self.call("Runtime.enable")
-        except BaseException:
-            self.close()
-            raise
+            self.driver = webdriver.Chrome(options=options, service=self.service)
+        except WebDriverException as exc:
+            self._end_session()
+            raise BrowserError(f"chromium-driver did not start Chromium: {exc.msg}") from None
+        self.driver.set_page_load_timeout(timeout)
+        self.driver.set_script_timeout(timeout)
 
-    # -- protocol -------------------------------------------------------------------------
-    def call(self, method: str, timeout: float | None = None, **params):
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params}
-        if self.session and not method.startswith(("Target.", "Browser.")):
-            message["sessionId"] = self.session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            answer = self._read(deadline, method)
-            if answer.get("id") == self._next_id:
-                if "error" in answer:
-                    raise BrowserError(f"{method}: {answer['error']}")
-                return answer.get("result", {})
+    @property
+    def pid(self) -> int:
+        """chromium-driver's pid: its session holds the Chromium it drives."""
+        assert self.service.process is not None
+        return self.service.process.pid
 
-    def _read(self, deadline: float, waiting_for: str) -> dict:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BrowserError(f"Chromium did not answer {waiting_for} in time")
-            ready, _, _ = select.select([self._from_chrome], [], [], left)
-            if ready:
-                chunk = os.read(self._from_chrome, 1 << 20)
-                if not chunk:
-                    raise BrowserError(f"Chromium exited (rc {self.proc.poll()}) "
-                                       f"while waiting for {waiting_for}")
-                self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(raw)
+    def returncode(self) -> int | None:
+        """chromium-driver's exit status, None while it runs."""
+        assert self.service.process is not None
+        return self.service.process.poll()
 
     # -- the page -------------------------------------------------------------------------
     def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)
-        if "exceptionDetails" in result:
-            details = result["exceptionDetails"]
-            error = (details.get("exception") or {}).get("description") or details.get("text")
-            raise PageScriptError(f"page script failed: {error}: {expression[:200]}")
-        return result["result"].get("value")
+        """The value of a JS expression in the page (a promise is awaited)."""
+        return self.driver.execute_script(f"return ({expression});")
 
     def wait_for(self, expression: str, timeout: float = 20, what: str = ""):
         """Polls a JS expression until it is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
-        error = None
-        while True:
+        errors: list[str] = []
+
+        def shown(_driver):
             try:
-                value = self.evaluate(expression)
-            except PageScriptError as exc:  # the page is not there yet
-                value, error = None, exc
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise BrowserError(f"the page did not show {what or expression!r} within "
-                                   f"{timeout:.0f} s" + (f" (last error: {error})" if error else ""))
-            time.sleep(0.2)
+                return self.evaluate(expression)
+            except JavascriptException as exc:  # the page is not there yet
+                errors[:] = [exc.msg or type(exc).__name__]
+                return None
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(shown)
+        except TimeoutException:
+            raise BrowserError(f"the page did not show {what or expression!r} within "
+                               f"{timeout:.0f} s" + (f" (last error: {errors[0]})" if errors
+                                                     else "")) from None
 
     def goto(self, url: str, timeout: float = 20) -> None:
         """Navigates and waits until the document has loaded (a hash change included)."""
-        self.call("Page.navigate", url=url)
+        self.driver.get(url)
         self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
                       " && document.body !== null", timeout, f"{url} loaded")
 
@@ -192,31 +158,24 @@ class Browser:
         return self.evaluate("document.body ? document.body.innerText : ''") or ""
 
     def screenshot(self, path: Path) -> Path:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
+        path.write_bytes(self.driver.get_screenshot_as_png())
         return path
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            if self.proc.poll() is None:
-                os.write(self._to_chrome, json.dumps(
-                    {"id": 0, "method": "Browser.close", "params": {}}).encode() + b"\0")
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            _stop(self.proc)
-        # Chromium's helpers (zygote, crashpad handler) outlive it briefly; they are in the
-        # session we started it in: wait for them, then end any that stay, by pid.
-        deadline = time.monotonic() + 10
-        while session_members(self.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for pid in session_members(self.proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for fd in (self._to_chrome, self._from_chrome):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            self.driver.quit()
+        self._end_session()
+
+    def _end_session(self) -> None:
+        process = self.service.process
+        if process is not None:
+            _stop(process)
+            # what of the session outlives chromium-driver: wait a little, then end it by pid
+            poll(lambda: not session_members(process.pid), timeout=10, interval=0.1)
+            for pid in session_members(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self) -> "Browser":
