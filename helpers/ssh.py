@@ -23,6 +23,7 @@ from testinfra.backend.paramiko import ParamikoBackend
 from testinfra.host import Host
 
 from helpers.providers.base import Node
+from helpers.waiting import poll
 
 log = logging.getLogger(__name__)
 
@@ -402,35 +403,30 @@ def wait_for_ssh(node: Node, user: str, key_path, timeout: float, **kwargs) -> C
     """Connect as soon as the node answers; host-key refusals are final, not retried."""
     deadline = time.monotonic() + timeout
     connect_timeout = kwargs.pop("connect_timeout", 10)
-    last = None
-    while True:
+
+    def connected() -> Connection:
         # no single attempt may outlive the deadline (a black-holed address hangs)
-        remaining = deadline - time.monotonic()
-        attempt_timeout = max(0.5, min(connect_timeout, remaining))
-        try:
-            connection = Connection(node, user, key_path, connect_timeout=attempt_timeout,
-                                    **kwargs).connect()
-            connection.connect_timeout = connect_timeout
-            return connection
-        except HostKeyRejected:
-            raise
-        except SSHError as exc:
-            last = exc
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise SSHError(f"{node.name}: no SSH within {timeout:g} s ({last})")
-        time.sleep(min(1.0, remaining))
+        attempt_timeout = max(0.5, min(connect_timeout, deadline - time.monotonic()))
+        return Connection(node, user, key_path, connect_timeout=attempt_timeout,
+                          **kwargs).connect()
+    try:
+        connection = poll(connected, timeout=timeout, interval=1.0, retry_on=(SSHError,),
+                          give_up_on=(HostKeyRejected,))
+    except HostKeyRejected:
+        raise
+    except SSHError as last:
+        raise SSHError(f"{node.name}: no SSH within {timeout:g} s ({last})") from None
+    connection.connect_timeout = connect_timeout
+    return connection
 
 
 def wait_for_reboot(node: Node, user: str, key_path, old_boot_id: str, timeout: float,
                     **kwargs) -> Connection:
     """Return a fresh connection once the node is back with a different boot id."""
     deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise SSHError(f"{node.name}: did not come back with a new boot id within {timeout:g} s")
-        connection = wait_for_ssh(node, user, key_path, remaining, **kwargs)
+
+    def rebooted() -> Connection | None:
+        connection = wait_for_ssh(node, user, key_path, deadline - time.monotonic(), **kwargs)
         try:
             if connection.boot_id(timeout=max(1.0, min(10.0, deadline - time.monotonic()))) \
                     != old_boot_id:
@@ -438,4 +434,7 @@ def wait_for_reboot(node: Node, user: str, key_path, old_boot_id: str, timeout: 
         except SSHError:
             pass
         connection.close()
-        time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+        return None
+    if (connection := poll(rebooted, timeout=timeout, interval=1.0)) is None:
+        raise SSHError(f"{node.name}: did not come back with a new boot id within {timeout:g} s")
+    return connection

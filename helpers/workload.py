@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from helpers import spec
 from helpers.facts import PROBE_IMAGE, ping_script
 from helpers.providers.base import Cluster
+from helpers.waiting import poll
 
 POD_PREFIX = "k8sconf-pod-"
 CONTAINER = "ping"
@@ -138,15 +138,17 @@ def run(cluster: Cluster, connections, guide: dict, timeout: float,
     created = connections[master.name].run(create_command(names, guide), sudo=True,
                                            timeout=timeout, label="kubecfg create pods")
     found[master.name]["pods_created"] = created.stdout + created.stderr
-    until = time.monotonic() + deadline
-    while True:
+    api, table = "", ""
+    pods: dict[str, dict] = {}
+
+    def running() -> bool:
+        nonlocal api, table, pods
         answer = connections[master.name].run(list_command(names, guide), sudo=True,
                                               timeout=timeout, label="the pods").stdout
         api, _, table = answer.partition("@@kubecfg\n")
         pods = parse_pods(api)
-        if all_running(pods, names) or time.monotonic() > until:
-            break
-        time.sleep(POLL)
+        return all_running(pods, names)
+    poll(running, timeout=deadline, interval=POLL)   # what it saw last is reported either way
     found[master.name].update(pods=api, kubecfg_pods=table)
     by_host = {info["host"].rstrip("/"): (name, info["podIP"]) for name, info in pods.items()
                if info["status"] == "Running" and info["podIP"]}

@@ -20,6 +20,7 @@ from helpers.bootstrap.steps import StepLog
 from helpers.inventory import Inventory
 from helpers.providers.base import Cluster, Node, Provider
 from helpers.ssh import Connection, SSHError, make_tar
+from helpers.waiting import poll
 
 SECTION = "@@k8sconf@@"
 
@@ -243,19 +244,19 @@ class Bootstrap:
     # -- step 8: wait for every unit to be active, with a bound --------------------------
     def _settle(self, node: Node) -> None:
         names = list(self.rendered[node.name])
-        deadline = time.monotonic() + self.inventory.bootstrap.settle_timeout
-        while True:
+        active: dict[str, str] = {}
+
+        def settled() -> bool:
+            nonlocal active
             try:
                 active = self._survey(node).active
             except SSHError:
                 active = {}
+            return all(active.get(n) == "active" for n in names)
+        if not poll(settled, timeout=self.inventory.bootstrap.settle_timeout, interval=2):
             waiting = [n for n in names if active.get(n) != "active"]
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise BootstrapError(
-                    f"{node.name}: units not active within "
-                    f"{self.inventory.bootstrap.settle_timeout:g} s: "
-                    + ", ".join(f"{n} ({active.get(n) or 'unknown'})" for n in waiting))
-            time.sleep(2)
+            raise BootstrapError(
+                f"{node.name}: units not active within "
+                f"{self.inventory.bootstrap.settle_timeout:g} s: "
+                + ", ".join(f"{n} ({active.get(n) or 'unknown'})" for n in waiting))
 

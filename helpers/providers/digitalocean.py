@@ -71,6 +71,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from helpers.inventory import DigitalOceanSettings, Inventory
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
 from helpers.providers.static import reboot_over_ssh
+from helpers.waiting import poll
 
 log = logging.getLogger(__name__)
 
@@ -571,9 +572,10 @@ class DigitalOceanProvider(Provider):
 
     def _wait_active(self, droplets: dict[str, dict]) -> dict[str, dict]:
         timeout = self.settings.active_timeout
-        deadline = time.monotonic() + timeout
-        interval = 0.5
-        while True:
+        pending: list[str] = []
+
+        def all_active() -> bool:
+            nonlocal droplets, pending
             listed = {d.get("name"): d for d in self.api.list_droplets(self.run_tag)}
             gone = [name for name in droplets if name not in listed]
             if gone:
@@ -586,16 +588,13 @@ class DigitalOceanProvider(Provider):
                 raise ProviderError(f"digitalocean: droplet {', '.join(failed)} instead of "
                                     "active")
             pending = [n for n, d in droplets.items() if d.get("status") != "active"]
-            if not pending:
-                return droplets
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                described = ", ".join(f"{n} (id {droplets[n].get('id')})" for n in pending)
-                raise ProviderError(f"digitalocean: droplet {described} still "
-                                    f"'{droplets[pending[0]].get('status')}' after {timeout:g} s "
-                                    "(digitalocean.active_timeout)")
-            time.sleep(min(interval, remaining))
-            interval = min(interval * 2, self.poll_max)
+            return not pending
+        if not poll(all_active, timeout=timeout, interval=0.5, max_interval=self.poll_max):
+            described = ", ".join(f"{n} (id {droplets[n].get('id')})" for n in pending)
+            raise ProviderError(f"digitalocean: droplet {described} still "
+                                f"'{droplets[pending[0]].get('status')}' after {timeout:g} s "
+                                "(digitalocean.active_timeout)")
+        return droplets
 
     def _node(self, droplet: dict, spec, host_public: str) -> Node:
         public, private = _ipv4(droplet, "public"), _ipv4(droplet, "private")
@@ -643,22 +642,22 @@ class DigitalOceanProvider(Provider):
         log.info("digitalocean: destroying droplets tagged %s", tag)
         api.destroy_by_tag(tag)
         deadline = time.monotonic() + self.destroy_timeout
-        interval, reissued = 1.0, False
-        while True:
+        left: list[dict] = []
+        reissued = False
+
+        def all_gone() -> bool:
+            nonlocal left, reissued
             left = api.list_droplets(tag)
-            if not left:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                names = ", ".join(f"{d.get('name')} (id {d.get('id')})" for d in left)
-                raise ProviderError(f"digitalocean: {len(left)} droplet(s) tagged {tag} remain "
-                                    f"after {self.destroy_timeout:g} s: {names}")
-            if not reissued and remaining < self.destroy_timeout / 2:
+            if left and not reissued and deadline - time.monotonic() < self.destroy_timeout / 2:
                 reissued = True  # a delete lost on the way: ask once more, one by one
                 for droplet in left:
                     api.destroy(droplet["id"])
-            time.sleep(min(interval, remaining))
-            interval = min(interval * 2, self.poll_max)
+            return not left
+        if not poll(all_gone, timeout=self.destroy_timeout, interval=1.0,
+                    max_interval=self.poll_max):
+            names = ", ".join(f"{d.get('name')} (id {d.get('id')})" for d in left)
+            raise ProviderError(f"digitalocean: {len(left)} droplet(s) tagged {tag} remain "
+                                f"after {self.destroy_timeout:g} s: {names}")
 
     def _cleanup_quietly(self) -> None:
         try:

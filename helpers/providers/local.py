@@ -35,6 +35,7 @@ Design, and why:
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -54,6 +55,7 @@ from helpers.providers import netns
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
 from helpers.providers.processes import alive, kill, read_pid, read_text
+from helpers.waiting import poll
 
 log = logging.getLogger(__name__)
 
@@ -308,12 +310,9 @@ class LocalProvider(Provider):
                             str(plan.dir), *self._nspawn_command(plan)],
                            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                            env=env, check=True)
-        deadline = time.monotonic() + 10
-        while read_pid(plan.dir / "supervisor.pid") is None:
-            if time.monotonic() > deadline:
-                raise ProviderError(f"local provider: supervisor of {plan.name} did not start "
-                                    f"(see {log_path})")
-            time.sleep(0.05)
+        if poll(lambda: read_pid(plan.dir / "supervisor.pid"), timeout=10, interval=0.05) is None:
+            raise ProviderError(f"local provider: supervisor of {plan.name} did not start "
+                                f"(see {log_path})")
 
     def _nspawn_command(self, plan: NodePlan) -> list[str]:
         # --register=no/--keep-unit: the host runs no systemd/machined. Capabilities,
@@ -388,20 +387,26 @@ def _connect_when_up(cluster: Cluster, node: Node, node_dir: Path, deadline: flo
     """An SSH connection (host key verified) once the node answers; fails fast when
     the node's supervisor has exited (nspawn refused to start, see the console)."""
     from helpers.ssh import Connection, HostKeyRejected, SSHError
-    while True:
+
+    def connected():
+        if stop.is_set():
+            raise ProviderError(f"local provider: stopped waiting for {node.name}")
         try:
             return Connection(node, cluster.ssh_user, cluster.ssh_key, connect_timeout=5).connect()
         except HostKeyRejected:
             raise
-        except SSHError as exc:
-            if stop.is_set():
-                raise ProviderError(f"local provider: stopped waiting for {node.name}") from None
-            if time.monotonic() > deadline:
-                raise ProviderError(f"local provider: {exc} (console: {console})") from None
+        except SSHError:
             if not alive(read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME):
                 raise ProviderError(f"local provider: node {node.name} exited while booting "
                                     f"(console: {console})") from None
-        stop.wait(0.5)
+            raise
+    try:
+        return poll(connected, timeout=deadline - time.monotonic(), interval=0.5,
+                    retry_on=(SSHError,), give_up_on=(HostKeyRejected,), sleep=stop.wait)
+    except HostKeyRejected:
+        raise
+    except SSHError as exc:
+        raise ProviderError(f"local provider: {exc} (console: {console})") from None
 
 
 def _wait_etcd(conn, members: int, deadline: float, stop: threading.Event) -> None:
@@ -410,19 +415,21 @@ def _wait_etcd(conn, members: int, deadline: float, stop: threading.Event) -> No
     check = ("curl -sf --max-time 3 http://127.0.0.1:4001/health && echo && "
              "curl -sf --max-time 3 http://127.0.0.1:4001/v2/members")
     last = ""
-    while not stop.is_set():
+
+    def healthy() -> bool:
+        nonlocal last
+        if stop.is_set():
+            raise ProviderError(f"local provider: stopped waiting for etcd on {conn.node.name}")
         try:
             result = conn.run(check, timeout=10)
-            last = (result.stdout + result.stderr).strip()
-            if result.ok and '"health":"true"' in last and last.count('"clientURLs"') == members:
-                return
         except SSHError as exc:
             last = str(exc)
-        if time.monotonic() > deadline:
-            raise ProviderError(f"local provider: etcd on {conn.node.name} not healthy with "
-                                f"{members} members in time (last answer: {last[-300:] or 'none'})")
-        stop.wait(0.5)
-    raise ProviderError(f"local provider: stopped waiting for etcd on {conn.node.name}")
+            return False
+        last = (result.stdout + result.stderr).strip()
+        return result.ok and '"health":"true"' in last and last.count('"clientURLs"') == members
+    if not poll(healthy, timeout=deadline - time.monotonic(), interval=0.5, sleep=stop.wait):
+        raise ProviderError(f"local provider: etcd on {conn.node.name} not healthy with "
+                            f"{members} members in time (last answer: {last[-300:] or 'none'})")
 
 
 # -- small host helpers ---------------------------------------------------------------
@@ -558,16 +565,15 @@ def _remove_cgroups(cgroups: list[Path]) -> None:
             _rmdir_retry(d)
 
 
-def _rmdir_retry(path: Path, attempts: int = 20) -> None:
-    for _ in range(attempts):
-        try:
+def _rmdir_retry(path: Path, timeout: float = 2) -> None:
+    def removed() -> bool:
+        with contextlib.suppress(FileNotFoundError):
             path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    log.warning("local provider: could not remove cgroup %s", path)
+        return True
+    try:
+        poll(removed, timeout=timeout, interval=0.1, retry_on=(OSError,))
+    except OSError:
+        log.warning("local provider: could not remove cgroup %s", path)
 
 
 # -- stopping and removing nodes ------------------------------------------------------
@@ -611,9 +617,7 @@ def _node_running(node_dir: Path) -> bool:
 
 
 def _wait_stopped(dirs: list[Path], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(_node_running(d) for d in dirs) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    poll(lambda: not any(_node_running(d) for d in dirs), timeout=timeout, interval=0.2)
 
 
 def _kill_node(node_dir: Path) -> None:
@@ -625,14 +629,13 @@ def _kill_node(node_dir: Path) -> None:
     kill(read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME, signal.SIGKILL)
     kill(read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", signal.SIGKILL)
     cgroups = _recorded_cgroups(node_dir)
-    deadline = time.monotonic() + 10
-    while (pids := _cgroup_pids(cgroups)) and time.monotonic() < deadline:
+    def all_killed() -> bool:
+        pids = _cgroup_pids(cgroups)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
+        return not pids
+    poll(all_killed, timeout=10, interval=0.1)
 
 
 def _remove_node_dir(node_dir: Path) -> None:

@@ -86,6 +86,7 @@ from helpers.inventory import Inventory, QemuSettings
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
 from helpers.providers.processes import alive, kill, read_pid, read_text
 from helpers.providers.qemu_image import create_overlay, ensure_image, image_format
+from helpers.waiting import poll
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +169,19 @@ def run_probe(cmd: list[str], console: Path, timeout: float) -> tuple[bool, str]
     console.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + timeout
+
+    def outcome() -> tuple[bool, str] | None:
+        exited = proc.poll() is not None    # read the console after this: no race
+        if found := BOOT_MARKERS.search(_read_tail(console, 1 << 16)):
+            return True, found.group(0)
+        if exited:
+            assert proc.stderr is not None  # a pipe
+            err = " ".join(proc.stderr.read().decode(errors="replace").split())[:200]
+            return False, f"QEMU exited with status {proc.returncode}: {err or 'no message'}"
+        return None
     try:
-        while time.monotonic() < deadline:
-            exited = proc.poll() is not None    # read the console after this: no race
-            if found := BOOT_MARKERS.search(_read_tail(console, 1 << 16)):
-                return True, found.group(0)
-            if exited:
-                assert proc.stderr is not None  # a pipe
-                err = " ".join(proc.stderr.read().decode(errors="replace").split())[:200]
-                return False, f"QEMU exited with status {proc.returncode}: {err or 'no message'}"
-            time.sleep(0.2)
+        if seen := poll(outcome, timeout=timeout, interval=0.2):
+            return seen
         text = " ".join(_clean(_read_tail(console, 400)).split())
         if not text:
             return False, f"nothing on its console within {timeout:g} s"
@@ -704,48 +707,52 @@ class QemuProvider(Provider):
     def _wait_ssh(self, cluster: Cluster, node: Node, plan: VMPlan, deadline: float):
         from helpers.ssh import Connection, HostKeyRejected, SSHError
         started, last = time.monotonic(), "no attempt"
-        while True:
+
+        def connected():
+            nonlocal last
             if not alive(read_pid(plan.pid_file), str(plan.dir)):
                 raise ProviderError(f"qemu: {node.name}: QEMU exited while booting "
                                     f"({_console_tail(plan.console)})")
             remaining = deadline - time.monotonic()
             try:
-                conn = Connection(node, cluster.ssh_user, cluster.ssh_key, policy="verify",
+                return Connection(node, cluster.ssh_user, cluster.ssh_key, policy="verify",
                                   connect_timeout=max(1.0, min(10.0, remaining))).connect()
-                log.info("qemu: %s answers SSH (%.1f s)", node.name, time.monotonic() - started)
-                return conn
             except HostKeyRejected as exc:
                 raise ProviderError(f"qemu: {_one_line(exc)}: the VM did not take its host key "
                                     f"from the config ({_console_tail(plan.console)})") from None
             except SSHError as exc:
                 last = _one_line(exc)
-            if time.monotonic() >= deadline:
-                raise ProviderError(f"qemu: {node.name} did not answer SSH on 127.0.0.1:"
-                                    f"{plan.ssh_port} within boot_timeout "
-                                    f"{self.settings.boot_timeout:g} s ({last}; "
-                                    f"{_console_tail(plan.console)})")
-            time.sleep(1)
+                return None
+        conn = poll(connected, timeout=deadline - time.monotonic(), interval=1)
+        if conn is None:
+            raise ProviderError(f"qemu: {node.name} did not answer SSH on 127.0.0.1:"
+                                f"{plan.ssh_port} within boot_timeout "
+                                f"{self.settings.boot_timeout:g} s ({last}; "
+                                f"{_console_tail(plan.console)})")
+        log.info("qemu: %s answers SSH (%.1f s)", node.name, time.monotonic() - started)
+        return conn
 
     def _wait_etcd(self, conn, plan: VMPlan, members: int, deadline: float) -> None:
         from helpers.ssh import SSHError
         check = ("curl -sf --max-time 3 http://127.0.0.1:4001/health && echo && "
                  "curl -sf --max-time 3 http://127.0.0.1:4001/v2/members")
         last = ""
-        while True:
+
+        def healthy() -> bool:
+            nonlocal last
             try:
                 result = conn.run(check, timeout=15)
-                last = (result.stdout + result.stderr).strip()
-                if result.ok and '"health":"true"' in last and \
-                        last.count('"clientURLs"') == members:
-                    log.info("qemu: etcd on %s healthy with %d members", plan.name, members)
-                    return
             except SSHError as exc:
                 last = str(exc)
-            if time.monotonic() >= deadline:
-                raise ProviderError(f"qemu: etcd on {plan.name} not healthy with {members} "
-                                    f"members in time (last answer: {_one_line(last)[-200:] or 'none'}; "
-                                    f"{_console_tail(plan.console)})")
-            time.sleep(1)
+                return False
+            last = (result.stdout + result.stderr).strip()
+            return result.ok and '"health":"true"' in last and \
+                last.count('"clientURLs"') == members
+        if not poll(healthy, timeout=deadline - time.monotonic(), interval=1):
+            raise ProviderError(f"qemu: etcd on {plan.name} not healthy with {members} "
+                                f"members in time (last answer: {_one_line(last)[-200:] or 'none'}; "
+                                f"{_console_tail(plan.console)})")
+        log.info("qemu: etcd on %s healthy with %d members", plan.name, members)
 
     # -- teardown -------------------------------------------------------------------------
     def _teardown(self, prefix: str, work_dir: Path) -> None:
@@ -755,20 +762,16 @@ class QemuProvider(Provider):
             return
         for d in dirs:
             kill(read_pid(d / "qemu.pid"), str(d), signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while any(alive(read_pid(d / "qemu.pid"), str(d)) for d in dirs) \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
+        poll(lambda: not any(alive(read_pid(d / "qemu.pid"), str(d)) for d in dirs),
+             timeout=STOP_TIMEOUT, interval=0.1)
         for d in dirs:
             pid = read_pid(d / "qemu.pid")
             if alive(pid, str(d)):
                 log.warning("qemu: %s did not stop on SIGTERM; killing it", d.name)
                 kill(pid, str(d), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while (running := [d for d in dirs if alive(read_pid(d / "qemu.pid"), str(d))]) \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running:
+        poll(lambda: not any(alive(read_pid(d / "qemu.pid"), str(d)) for d in dirs),
+             timeout=10, interval=0.1)
+        if running := [d for d in dirs if alive(read_pid(d / "qemu.pid"), str(d))]:
             raise ProviderError(f"qemu: could not end QEMU of {', '.join(d.name for d in running)}")
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)

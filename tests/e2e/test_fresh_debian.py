@@ -12,6 +12,7 @@ quick part of our tests with the README's test command, and shows:
 
 - the install made .venv and the project is installed into it, Allure runs on node 18,
   and a second install is a no-op;
+- ruff and mypy, as pyproject.toml configures them, are clean on helpers/, suites/, tests/;
 - `pytest --inventory /elsewhere/x.yaml --collect-only` works from the checkout and from /;
 - a whole run with `--reports-dir` (and its HTML report) leaves the repo's reports/ as it was;
 - `grep -r "\\.\\./shared"` finds nothing but .ci/run.
@@ -68,6 +69,8 @@ STEPS = [
                             " && node --version && npx --no-install allure --version"
                             " && ! python3 -c 'import pytest' 2>/dev/null"),
     ("tests", CHECKOUT, README_TEST),
+    # scripts/test ran both already (quietly); here they say so
+    ("lint and types", CHECKOUT, ".venv/bin/ruff check helpers suites tests && .venv/bin/mypy"),
     ("inventory elsewhere", CHECKOUT,
      "cp inventories/local.yaml /elsewhere/x.yaml"
      " && .venv/bin/pytest --inventory /elsewhere/x.yaml --collect-only -q | tail -1"
@@ -254,6 +257,8 @@ def test_a_bare_debian_12_installs_and_passes(fresh_root, measured):
     assert "apt-get install" not in sections["install again"]
     assert "pip install" not in sections["install again"] and "npm ci" not in sections["install again"]
     assert " passed" in sections["tests"] and " failed" not in sections["tests"]
+    assert "All checks passed!" in sections["lint and types"]
+    assert "Success: no issues found in " in sections["lint and types"]
     assert f"rootdir: {CHECKOUT}" in sections["inventory elsewhere"]
     assert "reports/ untouched" in sections["reports elsewhere"]
     assert "found: " in sections["self-contained"]
