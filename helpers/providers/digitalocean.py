@@ -57,6 +57,7 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -201,6 +202,52 @@ class RetryPolicy:
         return min(self.cap, self.base * 2 ** (attempt - 1)) * random.uniform(0.8, 1.0)
 
 
+class _OutOfBudget(Exception):
+    """Raised by _IdempotentRetries instead of a wait that would pass the call's budget."""
+
+    def __init__(self, why: str, response=None):
+        super().__init__(why)
+        self.why, self.response = why, response
+
+
+class _IdempotentRetries(policies.RetryPolicy):
+    """azure-core's own retry policy, for the idempotent calls (GET, DELETE): its loop,
+    its method and status rules, with our bounds: `tries` attempts, one time budget per
+    call, Retry-After (or RateLimit-Reset) on 429, else a jittered exponential backoff.
+    It cannot serve the droplet create (POST): it re-sends a POST on 500/503/504 and on
+    any Retry-After, and a create that failed that way may have made droplets. That call
+    turns it off (retry_total=0) and retries in DigitalOceanAPI.call, looking first."""
+
+    def __init__(self, api: DigitalOceanAPI):
+        retries = api.retry.tries - 1
+        super().__init__(retry_total=retries, retry_connect=retries, retry_read=retries,
+                         retry_status=retries)
+        self._retry_on_status_codes = set(RETRY_STATUSES) | {429}
+        self.api = api
+        self.last = threading.local()   # this thread's call: when it began, tries so far
+
+    def configure_retries(self, options):
+        self.last.started, self.last.tries = time.monotonic(), 1
+        return super().configure_retries(options)
+
+    def sleep(self, settings, transport, response=None) -> None:
+        attempt, retry = self.last.tries, self.api.retry
+        http = response.http_response if response is not None else None
+        rate_limited = http is not None and http.status_code == 429
+        wait = self.api._rate_limit_wait(http, attempt) if rate_limited else retry.backoff(attempt)
+        elapsed = time.monotonic() - self.last.started
+        if elapsed + wait > retry.budget:
+            raise _OutOfBudget(f"gave up: retry-after {wait:.0f} s exceeds the {retry.budget:g} s "
+                               "retry budget" if rate_limited else
+                               f"gave up after {attempt} tries in {elapsed:.1f} s: the "
+                               f"{retry.budget:g} s retry budget is spent", http)
+        log.info("digitalocean: %s; retry %d/%d in %.1f s",
+                 f"HTTP {http.status_code}" if http is not None else "no answer",
+                 attempt + 1, retry.tries, wait)
+        self.api.sleep(wait)
+        self.last.tries = attempt + 1
+
+
 class _BearerPolicy(SansIOHTTPPolicy):
     """Sets Authorization; refuses to send the token over plain http except to loopback."""
 
@@ -238,6 +285,7 @@ class DigitalOceanAPI:
         if url.scheme != "https" and not loopback:
             raise ProviderError(f"digitalocean: api_url {api_url} must use https (plain http "
                                 "is allowed only for a loopback test API)")
+        self.retries = _IdempotentRetries(self)
         http_logging = policies.HttpLoggingPolicy()
         http_logging.allowed_header_names.discard("Authorization")
         self.client = pydo.Client(
@@ -246,7 +294,7 @@ class DigitalOceanAPI:
             transport=RequestsTransport(connection_timeout=self.retry.connect_timeout,
                                         read_timeout=self.retry.read_timeout,
                                         use_env_settings=not loopback),
-            retry_policy=policies.RetryPolicy.no_retries(),
+            retry_policy=self.retries,
             authentication_policy=_BearerPolicy(token),
             logging_policy=policies.SansIOHTTPPolicy(),
             http_logging_policy=http_logging,
@@ -263,14 +311,20 @@ class DigitalOceanAPI:
     def close(self) -> None:
         self.client.close()
 
-    # -- the retry loop --------------------------------------------------------------------
+    # -- retries ---------------------------------------------------------------------------
     def call(self, what: str, fn: Callable, *args, before_retry: Callable | None = None,
              **kwargs):
+        """One API call, retried within RetryPolicy's bounds: by azure-core's policy
+        (_IdempotentRetries) for an idempotent call, here for the create, which passes
+        `before_retry` (what to look at before re-sending it)."""
         from azure.core.exceptions import (
             HttpResponseError,
             ServiceRequestError,
             ServiceResponseError,
         )
+        if before_retry is None:
+            return self._idempotent(what, fn, *args, **kwargs)
+        kwargs["retry_total"] = 0     # azure-core's policy re-sends a POST: not this one
         started = time.monotonic()
         attempt = 0
         while True:
@@ -309,6 +363,29 @@ class DigitalOceanAPI:
                 done = before_retry()
                 if done is not None:
                     return done
+
+    def _idempotent(self, what: str, fn: Callable, *args, **kwargs):
+        from azure.core.exceptions import (
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+        try:
+            return fn(*args, **kwargs)
+        except _OutOfBudget as stop:
+            failure = (self._describe(what, HttpResponseError(response=stop.response))
+                       if stop.response is not None else f"digitalocean: {what} failed")
+            raise ProviderError(f"{failure} ({stop.why})") from None
+        except HttpResponseError as exc:
+            failure = self._describe(what, exc)
+            if (exc.status_code or 0) not in RETRY_STATUSES | {429}:
+                raise ProviderError(failure) from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            failure = _scrub(f"digitalocean: {what} failed: {type(exc).__name__}: "
+                             f"{_one_line(exc, 200)}")
+        elapsed = time.monotonic() - self.retries.last.started
+        raise ProviderError(f"{failure} (gave up after {self.retries.last.tries} tries in "
+                            f"{elapsed:.1f} s)")
 
     def _rate_limit_wait(self, response, attempt: int) -> float:
         headers = response.headers if response is not None else {}
