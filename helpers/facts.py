@@ -141,6 +141,10 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
         "docker_version": "docker version --format '{{.Server.Version}}'",
         "docker_network": "docker network inspect bridge",
         "binaries": f"cd {spec.BIN_DIR} && sha256sum *",
+        # `<name> <first line of its -version>` per binary present: what runs on this node
+        "binary_versions": f"cd {spec.BIN_DIR} && for b in {' '.join(spec.VERSIONED_BINARIES)}; "
+                           "do [ -x $b ] && echo \"$b $(timeout 5 ./$b -version 2>&1 | "
+                           "head -n 1)\"; done; true",
         "etcd_config": Http(f"{etcd}/v2/keys{spec.NETWORK_CONFIG_KEY}"),
         "etcd_subnets": Http(f"{etcd}/v2/keys{spec.SUBNETS_KEY}?recursive=true"),
         "etcd_health": Http(f"{etcd}/health"),
@@ -481,6 +485,15 @@ class NodeFacts:
             if len(fields) == 3 and fields[2] in ("ok", "FAILED"):
                 reached[fields[0]] = fields[2] == "ok"
         return reached
+
+    def binary_versions(self) -> dict[str, str]:
+        """{binary: the first line its -version printed on the node}."""
+        found = {}
+        for line in self.section("binary_versions").splitlines():
+            name, _, version = line.partition(" ")
+            if name in spec.VERSIONED_BINARIES:
+                found[name] = version.strip()
+        return found
 
     def checksums(self) -> dict[str, str]:
         sums = {}

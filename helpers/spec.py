@@ -58,6 +58,10 @@ RELEASE_BINARIES = (
 # What each role needs in /opt/bin. The guide ships everything everywhere, but
 # says minions strictly need the scheduler, proxy, kubelet and flannel (docker is
 # the OS's own). kubecfg is how the guide verifies, on the master.
+# The binaries whose -version the suite reads on every node: the guide's own programs
+# (kubecfg's answer is the guide's own check, test_kubecfg_version_answers).
+VERSIONED_BINARIES = ("flannel", "kube-apiserver", "kube-controller-manager",
+                      "kube-scheduler", "kube-proxy", "kubelet")
 REQUIRED_BINARIES = {
     MASTER: ("flannel", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
              "kube-proxy", "kubelet", "kubecfg"),

@@ -41,3 +41,33 @@ def test_binaries_identical_on_every_node(node, facts, cluster, cluster_facts, r
            expected="sha256 as shipped", found="differs: " + ", ".join(differing),
            evidence={"sha256sum /opt/bin/*": facts.section("binaries"),
                      "shipped": "\n".join(f"{d}  {n}" for n, d in sorted(shipped.items()))})
+
+
+def _wanted_version(name: str, run_state) -> str:
+    """What the binary said of itself where it was built or unpacked (state.json), or,
+    when this run shipped nothing, the guide's release."""
+    shipped = ((run_state.get("binaries") or {}).get("binaries") or {}).get(name, {})
+    said = shipped.get("version", "")
+    if said and not said.startswith("("):      # "(not asked)": no -version there
+        return said
+    return spec.FLANNEL_VERSION if name == "flannel" else spec.KUBERNETES_VERSION
+
+
+@verifies("G-INST-1", "G-INST-2", "G-INST-4")
+def test_binaries_report_the_shipped_version(node, facts, run_state):
+    """Exactly the version each of the guide's programs in /opt/bin reports on this node
+    (v0.7.0, flannel 0.2.0, or what the inventory's artifacts said of themselves). A
+    binary that is absent is test_opt_bin_holds_what_the_role_needs's finding; a version
+    probe that answered nothing is a failure, never a pass."""
+    present = [b for b in spec.VERSIONED_BINARIES if b in facts.checksums()]
+    reported = facts.binary_versions()
+    wanted = {b: _wanted_version(b, run_state) for b in present}
+    wrong = {b: reported.get(b, "(no answer)") for b in present
+             if reported.get(b) != wanted[b]}
+    expect(facts.ok("binary_versions") and bool(present) and not wrong, node.name,
+           "each of the guide's binaries reports the version that was shipped",
+           expected=", ".join(f"{b}: {v}" for b, v in wanted.items()) or "the guide's binaries",
+           found=(", ".join(f"{b}: {v}" for b, v in wrong.items()) if wrong else
+                  "the version probe did not run" if not facts.ok("binary_versions")
+                  else "no binary of the guide's in /opt/bin"),
+           evidence={"/opt/bin/<binary> -version": facts.section("binary_versions")})

@@ -347,6 +347,25 @@ def kubecfg_wrapper(node: str, script: str):
     return apply, restore
 
 
+def version_wrapper(node: str, binary: str, version: str):
+    """/opt/bin/<binary> replaced by a script whose -version prints another release and
+    which otherwise runs the real one (kept aside); moved over it, since the real one runs
+    ("Text file busy")."""
+    path, real = f"{spec.BIN_DIR}/{binary}", f"{BACKUP}/{binary}.real"
+    tmp = f"{path}.k8sfault"
+
+    def apply(lab: Lab):
+        lab.sh(node, f"mkdir -p {BACKUP} && cp -a {path} {real}")
+        lab.write(node, tmp, f"#!/bin/sh\n# k8sfault: another release's -version\n"
+                             f"case \" $* \" in *\" -version \"*) echo '{version}'; exit 0;; esac\n"
+                             f"exec {real} \"$@\"\n", mode=0o755)
+        lab.sh(node, f"mv {tmp} {path}")
+
+    def restore(lab: Lab):
+        lab.sh(node, f"cp -a {real} {tmp} && mv {tmp} {path} && rm -f {real}")
+    return apply, restore
+
+
 # -- the faults one by one (those needing more than a building block) -----------------------
 
 def _unused_subnet(lab: Lab) -> str:
@@ -816,6 +835,21 @@ def _faults() -> list[Fault]:
         [t("test_opt_bin_holds_what_the_role_needs", A)], [A])
     add("binary-differs-on-minion", "one byte appended to /opt/bin/kubelet on a minion",
         append_byte(B, "kubelet"), [t("test_binaries_identical_on_every_node", B)], [B])
+    add("environment-names-another-address",
+        "/etc/environment on a minion gives the master's private address as its own",
+        commands(B, f"mkdir -p {BACKUP} && cp -a {spec.NODE_ENVIRONMENT} "
+                    f"{BACKUP}/environment.real && sed -i 's/^COREOS_PRIVATE_IPV4=.*/COREOS_PRIVATE_IPV4=10.0.0.99/' "
+                    f"{spec.NODE_ENVIRONMENT}",
+                 f"cp -a {BACKUP}/environment.real {spec.NODE_ENVIRONMENT} && "
+                 f"rm -f {BACKUP}/environment.real"),
+        [t("test_etc_environment_names_the_nodes_own_addresses", B)], [B],
+        message={t("test_etc_environment_names_the_nodes_own_addresses", B):
+                 "COREOS_PRIVATE_IPV4=10.0.0.99"})
+    add("proxy-version-other", "/opt/bin/kube-proxy on a minion reports another release",
+        version_wrapper(A, "kube-proxy", "Kubernetes v0.6.2"),
+        [t("test_binaries_report_the_shipped_version", A),
+         t("test_binaries_identical_on_every_node", A)], [A],
+        message={t("test_binaries_report_the_shipped_version", A): "kube-proxy: Kubernetes v0.6.2"})
     add("binary-differs-on-master", "one byte appended to /opt/bin/kube-scheduler on the master",
         append_byte(M, "kube-scheduler"), [t("test_binaries_identical_on_every_node", M)], [M])
 
