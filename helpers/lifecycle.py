@@ -11,11 +11,10 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from helpers import facts as facts_mod
 from helpers import workload
@@ -24,6 +23,7 @@ from helpers.bootstrap.artifacts import ArtifactError
 from helpers.bootstrap.build import BuildError, SourcesUnavailable
 from helpers.bootstrap.install import Bootstrap, BootstrapError
 from helpers.bootstrap.steps import StepLog
+from helpers.interrupts import Interrupts
 from helpers.inventory import Inventory
 from helpers.paths import REPORTS
 from helpers.providers import Cluster, Provider, ProviderError, ProviderUnavailable, provider_class
@@ -95,19 +95,33 @@ class ClusterLifecycle:
         self.progress = progress or (lambda step: None)
         self.provider: Provider | None = None
         self.cluster: Cluster | None = None
-        self.steps = StepLog(self.progress)
+        self.steps = StepLog(self._step_ended)
         self.destroyed = False
-        self._old_sigterm: Callable[..., Any] | int | None = None
+        self.phase = "starting"
+        self.interrupts = Interrupts(self.cleaning_up)
 
-    # -- signals: SIGTERM ends the run like Ctrl-C, so teardown always runs --------------
-    def trap_sigterm(self) -> None:
-        def on_sigterm(signum, frame):
-            raise KeyboardInterrupt("SIGTERM")
-        self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+    # -- signals: SIGINT and SIGTERM end the run alike, so teardown always runs ----------
+    def trap_signals(self, mid_line=lambda: False) -> None:
+        """`mid_line`: whether the terminal's cursor is after text (progress dots)."""
+        self.interrupts.mid_line = mid_line
+        self.interrupts.install()
 
-    def restore_sigterm(self) -> None:
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
+    def restore_signals(self) -> None:
+        if self.interrupts.received is None:   # else: a late signal must not raise at exit
+            self.interrupts.uninstall()
+
+    def cleaning_up(self) -> str:
+        """What an interrupt now leaves to the clean-up, in one phrase."""
+        if self.phase == "teardown":
+            return "the cluster is being destroyed; waiting for that to finish"
+        if self.phase == "done" or self.provider is None:
+            built = "; the build stops (nothing half-built is cached)" \
+                if self.phase == "build" else ""
+            return ("nothing is left to clean up" if self.phase == "done"
+                    else "nothing was created yet") + built
+        if self.keep:
+            return f"keeping the {self.inventory.provider} cluster (--keep-cluster)"
+        return f"destroying the {self.inventory.provider} cluster"
 
     # -- set up ------------------------------------------------------------------------
     def setup(self) -> dict:
@@ -124,7 +138,9 @@ class ClusterLifecycle:
         state["cluster_run_id"] = run_id
         provider = cls(self.inventory, CLUSTER_DIR, run_id)
         provider.preflight()
+        self.phase = "build"
         binaries = self._binaries() if self.do_bootstrap else None
+        self.phase = "create"
         if binaries is not None:
             state["binaries"] = binaries.summary()
         elif previous and previous.get("binaries"):   # --no-bootstrap: what the last one shipped
@@ -274,17 +290,22 @@ class ClusterLifecycle:
     # -- tear down -----------------------------------------------------------------------
     def teardown(self) -> None:
         if self.destroyed or self.provider is None:
+            self.phase = "done"
             return
         self.destroyed = True
         if self.keep:
+            self.phase = "done"
             return
-        self._destroy_quietly(self.cluster)
-        self._forget_run_key()
-        if STATE_FILE.exists():
-            state = read_state()
-            state.pop("cluster", None)
-            state["destroyed"] = True
-            write_state(state)
+        self.phase = "teardown"
+        with self.interrupts.shield(final=True):
+            self._destroy_quietly(self.cluster)
+            self._forget_run_key()
+            if STATE_FILE.exists():
+                state = read_state()
+                state.pop("cluster", None)
+                state["destroyed"] = True
+                write_state(state)
+            self.phase = "done"
 
     def _forget_run_key(self) -> None:
         """A key generated for this run opens nothing any more: it does not stay in reports/."""
@@ -294,15 +315,19 @@ class ClusterLifecycle:
                 path.unlink(missing_ok=True)
 
     def _destroy_quietly(self, cluster: Cluster | None) -> None:
-        # A second Ctrl-C must not stop the teardown half-way.
+        # A signal must not stop removing nodes half-way (it is raised after, if at all).
         assert self.provider is not None  # callers check it
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            self.provider.destroy(cluster)
-        except Exception as exc:  # teardown reports, it does not mask the run's result
-            self.progress_line(f"teardown failed: {exc}")
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        with self.interrupts.shield():
+            try:
+                self.provider.destroy(cluster)
+            except Exception as exc:  # teardown reports, it does not mask the run's result
+                self.progress_line(f"teardown failed: {exc}")
+
+    def _step_ended(self, step) -> None:
+        # steps an interrupt broke off (threads still finishing theirs) are in the state
+        # file; on the terminal the one interrupt line says what happened
+        if self.interrupts.received is None:
+            self.progress(step)
 
     def progress_line(self, text: str) -> None:
         from helpers.bootstrap.steps import Step

@@ -17,6 +17,7 @@ from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
 from helpers import waivers as waivers_mod
 from helpers.checks import CheckFailed
+from helpers.interrupts import Interrupted
 from helpers.paths import REPORTS
 from helpers.providers import Cluster, ProviderUnavailable, provider_class
 from helpers.summary import SUMMARY, SignOff
@@ -79,6 +80,7 @@ class ConformanceRun:
         self.config, self.inv_path, self.inv = config, inventory_path, inventory
         self.worker = hasattr(config, "workerinput")
         self.lifecycle: lifecycle.ClusterLifecycle | None = None
+        self.session = None
         self.signoff = None
         self._reports_lock: filelock.BaseFileLock | None = None
         if not self.worker and not config.option.collectonly:
@@ -97,7 +99,8 @@ class ConformanceRun:
             keep=self.config.option.keep_cluster, reuse=self.config.option.reuse_cluster,
             bootstrap=self.inv.bootstrap.enabled and not self.config.option.no_bootstrap,
             progress=self._progress, require_real=self.config.option.require_real)
-        self.lifecycle.trap_sigterm()
+        self.session = session
+        self.lifecycle.trap_signals(self._mid_line)
         self._line(f"k8sconf: {self.inv.provider} cluster from {self.inv_path}")
         try:
             state = self.lifecycle.setup()
@@ -130,15 +133,38 @@ class ConformanceRun:
     def pytest_unconfigure(self, config):
         self._teardown()
 
+    def pytest_keyboard_interrupt(self, excinfo):
+        """Our interrupt line said it all: pytest's own (a banner, and the handler's file and
+        line as a traceback's last frame) would repeat it. Its reporter prints that at the
+        end of the session, or at exit when the session never started."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if isinstance(excinfo.value, Interrupted) and hasattr(reporter,
+                                                               "_report_keyboardinterrupt"):
+            reporter._report_keyboardinterrupt = lambda: None
+
     def _teardown(self):
-        if self.lifecycle and self.lifecycle.provider and not self.lifecycle.destroyed:
-            keep = self.lifecycle.keep
-            self._line("k8sconf: keeping the cluster (--keep-cluster)" if keep
-                       else "k8sconf: destroying the cluster")
-            self.lifecycle.teardown()
-            self.lifecycle.restore_sigterm()
+        run = self.lifecycle
+        if run is None:
+            pass
+        elif run.provider and not run.destroyed:
+            with run.interrupts.shield(final=True):
+                if run.interrupts.received is None:   # else the interrupt line said it
+                    self._line("k8sconf: keeping the cluster (--keep-cluster)" if run.keep
+                               else "k8sconf: destroying the cluster")
+                run.teardown()
+        else:
+            run.teardown()   # nothing to remove: the interrupt line now says so
+        if run is not None:
+            if run.interrupts.received and self.session is not None:
+                self.session.exitstatus = pytest.ExitCode.INTERRUPTED
+            run.restore_signals()
         if self._reports_lock is not None and self._reports_lock.is_locked:
             self._reports_lock.release()
+
+    def _mid_line(self) -> bool:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        writer = getattr(reporter, "_tw", None)
+        return bool(writer is not None and writer.width_of_current_line)
 
     def _line(self, text: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -22,10 +22,17 @@ import paramiko
 from testinfra.backend.paramiko import ParamikoBackend
 from testinfra.host import Host
 
+from helpers import interrupts
 from helpers.providers.base import Node
 from helpers.waiting import poll
 
 log = logging.getLogger(__name__)
+# paramiko's transport thread logs every failed handshake (a node rebooting, or removed by
+# the teardown) as ERROR lines with its traceback, and raises the same error to connect(),
+# which reports it as one SSHError. With no handler of its own, Python's last-resort
+# handler printed those lines on the terminal whenever pytest had none installed (its
+# teardown after Ctrl-C); they still reach any handler a run installs (pytest's captured log).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
@@ -165,6 +172,8 @@ class Connection:
 
     def connect(self) -> "Connection":
         self.close()  # a reconnect must not leak the old transport (and its thread)
+        if interrupts.stopped():   # the nodes are being removed: no new connection
+            raise SSHError(f"{self.node.name}: not connecting: the run was interrupted")
         client = self._new_client()
         try:
             client.connect(self.node.ssh_host, port=self.node.ssh_port, username=self.user,
@@ -399,6 +408,15 @@ def make_tar(files: dict[str, Path]) -> bytes:
     return buffer.getvalue()
 
 
+class _Stopped(Exception):
+    """The run was interrupted while a wait paused: the nodes are about to go."""
+
+
+def _pause_or_stop(seconds: float) -> None:
+    if interrupts.pause(seconds):
+        raise _Stopped
+
+
 def wait_for_ssh(node: Node, user: str, key_path, timeout: float, **kwargs) -> Connection:
     """Connect as soon as the node answers; host-key refusals are final, not retried."""
     deadline = time.monotonic() + timeout
@@ -411,9 +429,11 @@ def wait_for_ssh(node: Node, user: str, key_path, timeout: float, **kwargs) -> C
                           **kwargs).connect()
     try:
         connection = poll(connected, timeout=timeout, interval=1.0, retry_on=(SSHError,),
-                          give_up_on=(HostKeyRejected,))
+                          give_up_on=(HostKeyRejected,), sleep=_pause_or_stop)
     except HostKeyRejected:
         raise
+    except _Stopped:
+        raise SSHError(f"{node.name}: stopped waiting for SSH: the run was interrupted") from None
     except SSHError as last:
         raise SSHError(f"{node.name}: no SSH within {timeout:g} s ({last})") from None
     connection.connect_timeout = connect_timeout
@@ -435,6 +455,11 @@ def wait_for_reboot(node: Node, user: str, key_path, old_boot_id: str, timeout: 
             pass
         connection.close()
         return None
-    if (connection := poll(rebooted, timeout=timeout, interval=1.0)) is None:
+    try:
+        connection = poll(rebooted, timeout=timeout, interval=1.0, sleep=_pause_or_stop)
+    except _Stopped:
+        raise SSHError(f"{node.name}: stopped waiting for the reboot: the run was "
+                       "interrupted") from None
+    if connection is None:
         raise SSHError(f"{node.name}: did not come back with a new boot id within {timeout:g} s")
     return connection

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -156,8 +157,10 @@ def _download(source: Source, target: Path) -> None:
         with urllib.request.urlopen(source.url, timeout=DOWNLOAD_TIMEOUT) as answer, \
                 open(partial, "wb") as out:
             shutil.copyfileobj(answer, out)
-    except (OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)   # an interrupt, too, leaves no half a tarball
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         reason = getattr(exc, "reason", exc)
         raise SourcesUnavailable(f"cannot download {source.url} ({reason}); "
                                  f"{how_to_provide()}") from None
@@ -254,6 +257,9 @@ def _build(root: Path, tarballs: dict[str, tuple[Path, str]], log: StepLog) -> B
         shutil.rmtree(final, ignore_errors=True)
         out.rename(final)
         return Built(final)
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: nothing of this build stays
+        shutil.rmtree(logs, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -265,17 +271,32 @@ def _run(step: str, cmd: list[str], logs: Path, log: StepLog, **kwargs) -> str:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
         try:
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=STEP_TIMEOUT, **kwargs)
+            returncode = _run_group(cmd, out, **kwargs)
         except FileNotFoundError:
             raise BuildError(f"build step '{step}': {cmd[0]} not found (scripts/install "
                              "installs golang-go, gcc and patch)") from None
         except subprocess.TimeoutExpired:
             raise BuildError(f"build step '{step}' did not finish within {STEP_TIMEOUT} s; "
                              f"see {path}") from None
-    if proc.returncode != 0:
-        raise BuildError(f"build step '{step}' failed (exit {proc.returncode}); see {path}")
+    if returncode != 0:
+        raise BuildError(f"build step '{step}' failed (exit {returncode}); see {path}")
     return path.read_text()
+
+
+def _run_group(cmd: list[str], out, **kwargs) -> int:
+    """A step in a process group of its own, all of it ended by a timeout or an interrupt:
+    killing `go` alone leaves its compilers and linker running (and writing)."""
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, **kwargs)
+    try:
+        return proc.wait(timeout=STEP_TIMEOUT)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise
 
 
 def _unpack(source: Source, tarball: Path, gopath: Path, logs: Path, log: StepLog) -> Path:

@@ -3,6 +3,7 @@ of its own: its own prefix and networks, its own reports directory."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +29,12 @@ def inventory_file(tmp: Path, prefix: str, octet: int, **overrides) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as at a terminal: a background job (CI's shell, an xdist worker) may have
+    inherited SIGINT ignored, and Python then installs no handler for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class SuiteRun:
     """A `pytest suites` subprocess whose output is followed line by line."""
 
@@ -40,9 +47,11 @@ class SuiteRun:
         environment = {**os.environ, "K8SCONF_REPORTS": str(reports), "PYTHONUNBUFFERED": "1",
                        **(env or {})}
         self.lines: list[str] = []
+        self.check_log: Path | None = None   # tests/e2e/slow_checks.py's, when a test sets one
         self.process = subprocess.Popen(command, cwd=ROOT, env=environment, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_default_sigint)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
