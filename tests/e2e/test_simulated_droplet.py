@@ -1,0 +1,58 @@
+"""A simulated droplet boots with the digitalocean provider's user_data, applied by
+the real Ignition from its own metadata service: SSH answers with the host key the
+user_data carried, and the identity unit gave it the hostname and /etc/environment
+from the metadata. Octets 92 (this module's fixed networks)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.providers import digitalocean as do
+from helpers.providers import netns
+from helpers.providers.base import Node
+from helpers.ssh import wait_for_ssh
+from tests.simulated_droplet import WORK_DIR, SimulatedDroplet
+from tests.sshd import keygen
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(__name__),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (nspawn, ip netns)")]
+CLOUD = "dosim92"
+
+
+def test_droplet_boots_from_its_user_data_through_real_ignition(tmp_path):
+    key = tmp_path / "id_ed25519"
+    keygen(key, "droplet-login")
+    private, public = do.generate_host_key()
+    user_data = do.render_user_data("ignition", "core", [key.with_suffix(".pub").read_text()
+                                                         .strip()], private, public, "beef")
+    droplet = SimulatedDroplet(CLOUD, 1, 3164444, "coreos-1-beef", "192.168.92.2",
+                               "10.192.0.2", "192.168.92.0/24", "10.192.0.0/24", tmp_path)
+    try:
+        started = time.monotonic()
+        droplet.boot(user_data)
+        node = Node("coreos-1", "master", "192.168.92.2", "10.192.0.2",
+                    ssh_host="192.168.92.2", ssh_port=22, host_keys=(public,))
+        netns.confirm_route(node.ssh_host, droplet.bridge)
+        conn = wait_for_ssh(node, "core", str(key), 90)   # verifies the injected host key
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                state = conn.run("systemctl is-active " + do.IDENTITY_UNIT, timeout=15).stdout.strip()
+                if state == "active" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert state == "active", f"{do.IDENTITY_UNIT} is {state!r} on the droplet"
+            assert conn.run("hostname", timeout=15).stdout.strip() == "coreos-1"
+            env = conn.run("cat /etc/environment", timeout=15).stdout
+            assert "COREOS_PUBLIC_IPV4=192.168.92.2" in env, env
+            assert "COREOS_PRIVATE_IPV4=10.192.0.2" in env, env
+        finally:
+            conn.close()
+        print(f"droplet up and identified in {time.monotonic() - started:.1f} s")
+    finally:
+        droplet.destroy()
+    assert not netns.our_namespaces(droplet.prefix) and not netns.our_links(droplet.prefix)
+    assert not list(Path(WORK_DIR).glob(f"{droplet.prefix}-*"))
