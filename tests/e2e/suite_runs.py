@@ -104,12 +104,18 @@ def leftovers(prefix: str) -> list[str]:
     found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if prefix in line]
     found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
               if prefix in line]
+    found += [f"process {pid}: {cmdline[:80]}" for pid, cmdline in command_lines().items()
+              if "systemd-nspawn" in cmdline and prefix in cmdline]
+    return found
+
+
+def command_lines() -> dict[str, str]:
+    """{pid: command line} of every process on the machine still there to be read."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found[proc.name] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "systemd-nspawn" in cmdline and prefix in cmdline:
-                found.append(f"process {proc.name}: {cmdline[:80]}")
     return found

@@ -30,7 +30,7 @@ from helpers.providers.base import Cluster
 from helpers.providers.processes import session_members
 from helpers.ssh import SSHError, wait_for_ssh
 from tests.e2e.slow_checks import checks_started
-from tests.e2e.suite_runs import SuiteRun, inventory_file, leftovers
+from tests.e2e.suite_runs import SuiteRun, command_lines, inventory_file, leftovers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.xdist_group("tests.e2e.test_interrupts")]
@@ -164,16 +164,8 @@ def test_a_run_interrupted_while_it_builds(tmp_path, point, cost):
 
 
 def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(f"{proc.name}: {cmdline[:120]}")
-    return found
+    return [f"{pid}: {cmdline[:120]}" for pid, cmdline in command_lines().items()
+            if text in cmdline]
 
 
 # -- one kept cluster: facts, workload, checks, reboots, and at last its teardown -----------
