@@ -1,5 +1,6 @@
 """Install steps 1-4: /opt/bin holds what each role needs, the same bytes on every node."""
 from helpers import spec
+from helpers.bootstrap.artifacts import shipped_version
 from helpers.checks import expect, guide_section
 from helpers.trace import verifies
 
@@ -43,16 +44,6 @@ def test_binaries_identical_on_every_node(node, facts, cluster, cluster_facts, r
                      "shipped": "\n".join(f"{d}  {n}" for n, d in sorted(shipped.items()))})
 
 
-def _wanted_version(name: str, run_state) -> str:
-    """What the binary said of itself where it was built or unpacked (state.json), or,
-    when this run shipped nothing, the guide's release."""
-    shipped = ((run_state.get("binaries") or {}).get("binaries") or {}).get(name, {})
-    said = shipped.get("version", "")
-    if said and not said.startswith("("):      # "(not asked)": no -version there
-        return said
-    return spec.FLANNEL_VERSION if name == "flannel" else spec.KUBERNETES_VERSION
-
-
 @verifies("G-INST-1", "G-INST-2", "G-INST-4")
 def test_binaries_report_the_shipped_version(node, facts, run_state):
     """Exactly the version each of the guide's programs in /opt/bin reports on this node
@@ -61,7 +52,7 @@ def test_binaries_report_the_shipped_version(node, facts, run_state):
     probe that answered nothing is a failure, never a pass."""
     present = [b for b in spec.VERSIONED_BINARIES if b in facts.checksums()]
     reported = facts.binary_versions()
-    wanted = {b: _wanted_version(b, run_state) for b in present}
+    wanted = {b: shipped_version(b, run_state) for b in present}
     wrong = {b: reported.get(b, "(no answer)") for b in present
              if reported.get(b) != wanted[b]}
     expect(facts.ok("binary_versions") and bool(present) and not wrong, node.name,

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from helpers import spec
+from helpers.bootstrap.artifacts import shipped_version
 from helpers.checks import expect, guide_section
 from helpers.trace import verifies
 
@@ -83,8 +84,7 @@ def test_api_lists_every_node(node, cluster, cluster_facts, registration_deadlin
 def test_kubecfg_version_answers(node, facts, run_state):
     """Exactly what the kubecfg that was shipped says of itself on the build host (or, when
     this run shipped nothing, the guide's v0.7.0)."""
-    shipped = ((run_state.get("binaries") or {}).get("binaries") or {}).get("kubecfg", {})
-    wanted = shipped.get("version") or spec.KUBERNETES_VERSION
+    wanted = shipped_version("kubecfg", run_state)
     found = facts.section("kubecfg_version").strip()
     expect(facts.ok("kubecfg_version") and found == wanted, node.name,
            "`kubecfg -version` reports the shipped version (the guide's version check)",

@@ -61,6 +61,17 @@ class BinarySet:
                 "go": (self.build or {}).get("go", "")}
 
 
+def shipped_version(binary: str, state: dict) -> str:
+    """What `binary -version` must print on the nodes: what it said of itself where it was
+    built or unpacked (the run's state, as summary() wrote it), or, when this run shipped
+    nothing or the binary gave no answer there, the guide's release."""
+    said = (((state.get("binaries") or {}).get("binaries") or {}).get(binary) or {}).get(
+        "version", "")
+    if said and not said.startswith("("):      # "(not asked)", "(no answer ...)"
+        return said
+    return spec.FLANNEL_VERSION if binary == "flannel" else spec.KUBERNETES_VERSION
+
+
 def _from_dir(directory: Path) -> dict[str, Path]:
     if not directory.is_dir():
         raise ArtifactError(f"artifacts.dir {directory}: not a directory")
