@@ -332,38 +332,27 @@ def rewrite_subnet_env(node: str, change: Callable[[Lab, dict], dict], restart_d
     return apply, restore
 
 
-def kubecfg_wrapper(node: str, script: str):
-    """Replace /opt/bin/kubecfg by a shell script that calls the real one (kept aside)."""
-    real = f"{BACKUP}/kubecfg.real"
-
-    def apply(lab: Lab):
-        lab.sh(node, f"mkdir -p {BACKUP} && cp -a {spec.BIN_DIR}/kubecfg {real}")
-        lab.write(node, f"{spec.BIN_DIR}/kubecfg",
-                  "#!/bin/sh\n# k8sfault: a broken kubecfg\n" + script.format(real=real),
-                  mode=0o755)
-
-    def restore(lab: Lab):
-        lab.sh(node, f"cp -a {real} {spec.BIN_DIR}/kubecfg && rm -f {real}")
-    return apply, restore
-
-
-def version_wrapper(node: str, binary: str, version: str):
-    """/opt/bin/<binary> replaced by a script whose -version prints another release and
-    which otherwise runs the real one (kept aside); moved over it, since the real one runs
-    ("Text file busy")."""
+def binary_wrapper(node: str, binary: str, script: str):
+    """Replace /opt/bin/<binary> by a shell script (`{real}`: the real one, kept aside),
+    moved over it: a running executable cannot be written ("Text file busy")."""
     path, real = f"{spec.BIN_DIR}/{binary}", f"{BACKUP}/{binary}.real"
     tmp = f"{path}.k8sfault"
 
     def apply(lab: Lab):
         lab.sh(node, f"mkdir -p {BACKUP} && cp -a {path} {real}")
-        lab.write(node, tmp, f"#!/bin/sh\n# k8sfault: another release's -version\n"
-                             f"case \" $* \" in *\" -version \"*) echo '{version}'; exit 0;; esac\n"
-                             f"exec {real} \"$@\"\n", mode=0o755)
+        lab.write(node, tmp, f"#!/bin/sh\n# k8sfault: a wrapped {binary}\n"
+                             + script.format(real=real), mode=0o755)
         lab.sh(node, f"mv {tmp} {path}")
 
     def restore(lab: Lab):
         lab.sh(node, f"cp -a {real} {tmp} && mv {tmp} {path} && rm -f {real}")
     return apply, restore
+
+
+def version_wrapper(node: str, binary: str, version: str):
+    """/opt/bin/<binary> whose -version prints another release; otherwise the real one."""
+    return binary_wrapper(node, binary, f'case " $* " in *" -version "*) echo "{version}"; '
+                                        'exit 0;; esac\nexec "{real}" "$@"\n')
 
 
 # -- the faults one by one (those needing more than a building block) -----------------------
@@ -819,13 +808,12 @@ def _faults() -> list[Fault]:
         [M, B], slow=True, note="the scheduler no longer knows the minion: its pod stays "
                                "unassigned (one hostPort per minion)")
     add("kubecfg-table-broken", "kubecfg prints a wrong table header",
-        kubecfg_wrapper(M, 'case " $* " in *" list minions "*) "{real}" "$@" | '
-                           'sed "1s/.*/MINION/"; exit;; esac\nexec "{real}" "$@"\n'),
+        binary_wrapper(M, "kubecfg", 'case " $* " in *" list minions "*) "{real}" "$@" | '
+                                     'sed "1s/.*/MINION/"; exit;; esac\nexec "{real}" "$@"\n'),
         [t("test_kubecfg_lists_every_node", M), t("test_binaries_identical_on_every_node", M)],
         [M], slow=True)
     add("kubecfg-version-other", "a kubecfg wrapper whose -version prints another release",
-        kubecfg_wrapper(M, 'case " $* " in *" -version "*) echo "Kubernetes v0.6.2"; '
-                           'exit 0;; esac\nexec "{real}" "$@"\n'),
+        version_wrapper(M, "kubecfg", "Kubernetes v0.6.2"),
         [t("test_kubecfg_version_answers", M), t("test_binaries_identical_on_every_node", M)], [M],
         message={t("test_kubecfg_version_answers", M): "Kubernetes v0.6.2"})
 
