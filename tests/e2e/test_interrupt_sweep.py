@@ -59,22 +59,27 @@ class Point:
 
 
 def interrupt(run: SuiteRun, point: Point, timeout: float = 300) -> int:
-    if point.checks:
-        log = run.check_log
-        run.wait_for(lambda: checks_started(log) >= point.checks,
-                     f"{point.checks} checks started", timeout)
-    else:
-        run.wait_for(lambda: run.saw(point.after), repr(point.after), timeout)
-    deadline = time.monotonic() + point.offset
-    while time.monotonic() < deadline and run.process.poll() is None:
-        time.sleep(0.02)
-    assert run.process.poll() is None, f"the run ended before {point}:\n{run.output[-2000:]}"
-    run.signal(point.sig)
-    if point.then:
-        time.sleep(1)
-        if run.process.poll() is None:
-            run.signal(point.then)
-    return run.wait(180)
+    """Signal the run at its point, wait for its exit code, and kill what is left of it
+    (a run that failed the test must not outlive it)."""
+    try:
+        if point.checks:
+            log = run.check_log
+            run.wait_for(lambda: checks_started(log) >= point.checks,
+                         f"{point.checks} checks started", timeout)
+        else:
+            run.wait_for(lambda: run.saw(point.after), repr(point.after), timeout)
+        deadline = time.monotonic() + point.offset
+        while time.monotonic() < deadline and run.process.poll() is None:
+            time.sleep(0.02)
+        assert run.process.poll() is None, f"the run ended before {point}:\n{run.output[-2000:]}"
+        run.signal(point.sig)
+        if point.then:
+            time.sleep(1)
+            if run.process.poll() is None:
+                run.signal(point.then)
+        return run.wait(180)
+    finally:
+        run.kill()
 
 
 def assert_quiet(run: SuiteRun, code: int, point: Point, cleaning: str) -> None:
@@ -127,10 +132,7 @@ FRESH = [
 def test_a_fresh_run_interrupted(tmp_path, point, cost):
     started = time.monotonic()
     run = suite_run(tmp_path, tmp_path / "reports")
-    try:
-        code = interrupt(run, point)
-    finally:
-        run.kill()
+    code = interrupt(run, point)
     cost(point, started)
     created = point.after != STARTED or point.offset > 0
     assert_quiet(run, code, point, "destroying the local cluster" if created else "")
@@ -149,10 +151,7 @@ def test_a_run_interrupted_while_it_builds(tmp_path, point, cost):
     cache = tmp_path / "cache"
     started = time.monotonic()
     run = suite_run(tmp_path, tmp_path / "reports", env={"K8SCONF_CACHE": str(cache)})
-    try:
-        code = interrupt(run, point)
-    finally:
-        run.kill()
+    code = interrupt(run, point)
     cost(point, started)
     assert_quiet(run, code, point, "nothing was created yet; the build stops")
     # go's own compile cache stays: content-addressed, each entry written whole by go
@@ -217,10 +216,7 @@ def kept(tmp_path_factory, measured):
     point = KEPT_POINT
     started = time.monotonic()
     run = kept.run("--keep-cluster", slow_checks=True)
-    try:
-        code = interrupt(run, point, timeout=400)
-    finally:
-        run.kill()
+    code = interrupt(run, point, timeout=400)
     measured[f"interrupt point {point}"] = f"{time.monotonic() - started:.1f} s"
     try:
         assert_quiet(run, code, point, KEPT)
@@ -259,10 +255,7 @@ def test_a_kept_cluster_run_interrupted(kept, point, args, change, cost):
         kept.change_a_unit()
     started = time.monotonic()
     run = kept.run("--reuse-cluster", "--keep-cluster", *args, slow_checks=bool(point.checks))
-    try:
-        code = interrupt(run, point)
-    finally:
-        run.kill()
+    code = interrupt(run, point)
     cost(point, started)
     assert_quiet(run, code, point, KEPT)
     assert leftovers(PREFIX), f"{point}: the kept cluster was removed"
@@ -279,10 +272,7 @@ def test_the_teardown_interrupted_goes_on_to_its_end(kept, point, cost):
     kept.wait_until_up()
     started = time.monotonic()
     run = kept.run("--reuse-cluster", "--no-bootstrap")
-    try:
-        code = interrupt(run, point)
-    finally:
-        run.kill()
+    code = interrupt(run, point)
     cost(point, started)
     assert_quiet(run, code, point, "the cluster is being destroyed; waiting for that")
     assert leftovers(PREFIX) == [], f"{point}: {leftovers(PREFIX)}"
