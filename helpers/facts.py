@@ -34,7 +34,7 @@ PING_WAIT = 2      # seconds a ping waits for its answer; the pings run concurre
 SHOW_PROPERTIES = ("Id,LoadState,ActiveState,SubState,UnitFileState,FragmentPath,After,Wants,"
                    "Requires,Restart,RestartUSec,ExecStart,InactiveExitTimestampMonotonic,"
                    "InactiveEnterTimestampMonotonic,ActiveEnterTimestampMonotonic,NRestarts,"
-                   "ExecMainPID")
+                   "ExecMainPID,ExecStartPre,ExecStartPost,EnvironmentFiles")
 
 
 # the master's OS, kernel and etcd for the report's environment (Docker's: docker_version)
@@ -252,7 +252,8 @@ def split_sections(output: str) -> tuple[dict[str, str], dict[str, int]]:
 
 
 def parse_show(text: str) -> dict[str, dict[str, str]]:
-    """`systemctl show A B ...` output: {unit Id: {property: value}}."""
+    """`systemctl show A B ...` output: {unit Id: {property: value}}. A property systemd
+    prints once per entry (ExecStartPre=, EnvironmentFiles=) keeps every entry, one a line."""
     units: dict[str, dict[str, str]] = {}
     current: dict[str, str] = {}
     for line in text.splitlines() + [""]:
@@ -262,7 +263,7 @@ def parse_show(text: str) -> dict[str, dict[str, str]]:
             current = {}
             continue
         key, _, value = line.partition("=")
-        current[key] = value
+        current[key] = f"{current[key]}\n{value}" if key in current else value
     return units
 
 
@@ -616,3 +617,16 @@ def load(path: Path, cluster: Cluster) -> Gathered:
     return {node.name: (FactsError(data[node.name]["error"]) if "error" in data[node.name]
                         else NodeFacts(node, data[node.name]["text"], data[node.name]["rc"]))
             for node in cluster.nodes if node.name in data}
+
+
+def systemd_entries(value: str) -> list[str]:
+    """One `systemctl show` property's entries, as units.as_systemd_shows writes them:
+    `{ path=... ; argv[]=WORDS ; ignore_errors=yes ; ... }` -> `WORDS (ignore_errors=yes)`;
+    EnvironmentFiles lines are already in that form."""
+    entries = []
+    for line in filter(None, value.splitlines()):
+        if "argv[]=" in line:
+            words, _, rest = line.partition("argv[]=")[2].partition(" ; ignore_errors=")
+            line = f"{words} (ignore_errors={rest.partition(' ')[0]})"
+        entries.append(line)
+    return entries

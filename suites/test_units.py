@@ -4,7 +4,7 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section, unit_evidence
-from helpers.facts import start_order_violations
+from helpers.facts import start_order_violations, systemd_entries
 from helpers.trace import verifies
 
 pytestmark = guide_section("Systemd units", "critical")
@@ -72,6 +72,23 @@ def test_unit_runs_the_guide_command(node, unit, facts, inventory, cluster):
     argv = exec_start.partition("argv[]=")[2].partition(" ;")[0].strip()
     expect(argv == wanted, node.name, f"{unit} ExecStart",
            expected=wanted, found=argv or "(no ExecStart)",
+           evidence=unit_evidence(facts, unit))
+
+
+@verifies("G-UNIT-1", "G-UNIT-2", "G-UNIT-3", "G-UNIT-4", "G-UNIT-5", "G-UNIT-6", "G-UNIT-7")
+def test_unit_wraps_its_command_as_the_guide_writes(node, unit, facts, inventory, cluster):
+    """EnvironmentFile=, ExecStartPre= and ExecStartPost= as systemd took them: flannel's
+    network-config write and wait for subnet.env, docker's docker0 teardown and the
+    environment it reads, the API server's wait (and what a declared deviation adds)."""
+    from helpers.bootstrap.units import AROUND_EXEC_START, as_systemd_shows, node_values
+    values = node_values(inventory, [n.private_ip for n in cluster.nodes], node.private_ip)
+    wanted = as_systemd_shows(spec.unit(unit), values)
+    props = facts.unit(unit)
+    found = {name: systemd_entries(props.get(name, "")) for name in AROUND_EXEC_START}
+    wrong = [name for name in AROUND_EXEC_START if found[name] != wanted[name]]
+    expect(bool(props) and not wrong, node.name, f"{unit} {', '.join(AROUND_EXEC_START)}",
+           expected="\n".join(f"{n}: {'; '.join(wanted[n]) or '(none)'}" for n in wrong or AROUND_EXEC_START),
+           found="\n".join(f"{n}: {'; '.join(found[n]) or '(none)'}" for n in wrong),
            evidence=unit_evidence(facts, unit))
 
 

@@ -1,14 +1,20 @@
-"""The checks of /etc/environment and of the binaries' versions, fed facts by hand: each
-passes on what a healthy node shows, and fails, naming what it found, on a wrong value and
-on a probe that did not run (fail closed)."""
+"""The checks of /etc/environment, of the binaries' versions and of the commands around
+a unit's ExecStart, fed facts by hand: each passes on what a healthy node shows, and
+fails, naming what it found, on a wrong value and on a probe that did not run (fail
+closed)."""
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import yaml
+
+from helpers import spec
 from helpers.checks import CheckFailed
 from helpers.facts import NodeFacts
-from helpers.providers.base import Node
-from suites import test_binaries, test_environment
+from helpers.inventory import parse
+from helpers.providers.base import Cluster, Node
+from suites import test_binaries, test_environment, test_units
 
 NODE = Node(name="coreos-2", role="minion", public_ip="192.168.2.12",
             private_ip="10.120.0.12", ssh_host="192.168.2.12")
@@ -76,3 +82,45 @@ def test_a_version_probe_that_did_not_run_fails_even_with_no_binary_to_ask():
     with pytest.raises(CheckFailed, match="did not run|no binary"):
         test_binaries.test_binaries_report_the_shipped_version(
             NODE, facts(binaries=("", 0), binary_versions=("", -1)), STATE)
+
+
+# What `systemctl show flannel.service` printed on a real node (flannel v0.2.0, the embedded
+# cluster's deviations), trimmed to the lines the check reads.
+FLANNEL_SHOWN = (
+    "Id=flannel.service\n"
+    "ExecStartPre={ path=/bin/bash ; argv[]=/bin/bash -c until ETCDCTL_API=2 /usr/bin/etcdctl "
+    "set /coreos.com/network/config '{\"Network\": \"10.100.0.0/16\"}'; do echo \"waiting for "
+    "etcd to become available...\"; sleep 5; done ; ignore_errors=yes ; start_time=[Thu "
+    "2026-12-03 20:12:19 UTC] ; stop_time=[Thu 2026-12-03 20:12:19 UTC] ; pid=73 ; "
+    "code=exited ; status=0 }\n"
+    "ExecStartPost={ path=/bin/bash ; argv[]=/bin/bash -c until [ -e /run/flannel/subnet.env "
+    "]; do echo \"waiting for write.\"; sleep 3; done ; ignore_errors=yes ; start_time=[Thu "
+    "2026-12-03 20:12:19 UTC] ; stop_time=[Thu 2026-12-03 20:12:22 UTC] ; pid=82 ; "
+    "code=exited ; status=0 }\n"
+    "EnvironmentFiles=/etc/environment (ignore_errors=no)\n")
+LOCAL = Path(__file__).parent.parent / "inventories" / "local.yaml"
+
+
+def wrapped(shown: str) -> None:
+    inventory = parse(yaml.safe_load(LOCAL.read_text()), str(LOCAL))
+    cluster = Cluster("local", [NODE], "core", "/nonexistent/key")
+    test_units.test_unit_wraps_its_command_as_the_guide_writes(
+        NODE, spec.FLANNEL, facts(show=(shown, 0)), inventory, cluster)
+
+
+def test_flannels_wrapping_as_a_real_node_shows_it_passes():
+    wrapped(FLANNEL_SHOWN)
+
+
+@pytest.mark.parametrize("change, found", [
+    (("/etc/environment (ignore_errors=no)", "/etc/other (ignore_errors=no)"),
+     "EnvironmentFiles: /etc/other"),
+    (("ignore_errors=yes ; start_time=[Thu 2026-12-03 20:12:19 UTC] ; stop_time=[Thu "
+      "2026-12-03 20:12:19 UTC]", "ignore_errors=no ; start_time=[Thu 2026-12-03 20:12:19 "
+      "UTC] ; stop_time=[Thu 2026-12-03 20:12:19 UTC]"), r"ExecStartPre: .*ignore_errors=no"),
+    (("sleep 3", "sleep 30"), "ExecStartPost: .*sleep 30"),
+    (("Id=flannel.service\n", ""), r"found: +EnvironmentFiles: \(none\)"),
+], ids=["another-file", "pre-may-not-fail", "post-changed", "not-gathered"])
+def test_flannels_wrapping_changed_fails(change, found):
+    with pytest.raises(CheckFailed, match=found):
+        wrapped(FLANNEL_SHOWN.replace(*change))

@@ -1,6 +1,7 @@
 """Unit files rendered from the spec, one node at a time, in the guide's layout."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 
 from helpers import spec
@@ -74,3 +75,25 @@ def _applied(name: str, value, values: dict) -> str:
         return (f"{spec.PAUSE_IMAGE} imported on every node from v0.7.0's build/pause "
                 f"(label {spec.PRELOAD_LABEL})")
     return str(value)
+
+
+# the lines the guide writes around ExecStart=, as `systemctl show` reports them
+AROUND_EXEC_START = ("EnvironmentFiles", "ExecStartPre", "ExecStartPost")
+
+
+def as_systemd_shows(unit: spec.Unit, values: dict) -> dict[str, list[str]]:
+    """{property: entries} for AROUND_EXEC_START, in the form systemd's effective values
+    take: each command's words unquoted (systemd parses the line as a shell would) with
+    whether a leading "-" lets it fail, each file with whether it may be missing."""
+    unit = with_deviations(unit, values)
+
+    def command(template: str) -> str:
+        line = template.format(**values)
+        return f"{' '.join(shlex.split(line.lstrip('-')))} (ignore_errors=" \
+               f"{'yes' if line.startswith('-') else 'no'})"
+
+    return {"EnvironmentFiles": [f"{p.lstrip('-')} (ignore_errors="
+                                 f"{'yes' if p.startswith('-') else 'no'})"
+                                 for p in unit.environment_files],
+            "ExecStartPre": [command(t) for t in unit.exec_start_pre],
+            "ExecStartPost": [command(t) for t in unit.exec_start_post]}

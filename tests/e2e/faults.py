@@ -656,6 +656,11 @@ def _faults() -> list[Fault]:
     add("restartsec-changed", "proxy.service drop-in RestartSec=10",
         drop_in(A, "proxy.service", "RestartSec=10", restart=False),
         [unit_check("test_unit_restarts_on_failure_after_5s", A, "proxy")], [A])
+    add("docker-reads-another-environment-file", "docker.service drop-in: EnvironmentFile= "
+        "a file other than subnet.env, and no docker0 teardown before it starts",
+        drop_in(B, spec.DOCKER, "EnvironmentFile=\nEnvironmentFile=/run/flannel/docker.env\n"
+                "ExecStartPre=", restart=False),
+        [unit_check("test_unit_wraps_its_command_as_the_guide_writes", B, "docker")], [B])
     add("unit-not-enabled", "proxy.service disabled",
         unit_enabled(A, "proxy.service", False),
         [unit_check("test_unit_is_enabled_for_multi_user", A, "proxy")], [A])
@@ -863,7 +868,9 @@ def _faults() -> list[Fault]:
         [t("test_api_server_serves_no_insecure_port", M),
          t("test_api_server_answers_on_loopback", M), t("test_kubecfg_lists_every_node", M),
          t("test_api_lists_every_node", M),
-         unit_check("test_unit_runs_the_guide_command", M, "apiserver"), *WORKLOAD_EVERYWHERE],
+         unit_check("test_unit_runs_the_guide_command", M, "apiserver"),
+         unit_check("test_unit_wraps_its_command_as_the_guide_writes", M, "apiserver"),
+         *WORKLOAD_EVERYWHERE],
         [M], slow=True)
     add("advisory-read-only-port-fixed", "apiserver drop-in: -read_only_port=0 (no "
         "unauthenticated read-only API on the public address)",
