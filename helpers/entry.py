@@ -50,6 +50,9 @@ def pytest_addoption(parser):
     group.addoption("--require-real", action="store_true",
                     help="refuse to fall back to this project's stand-ins when the real "
                          "binaries cannot be built (CI uses this)")
+    group.addoption("--dry-run", action="store_true",
+                    help="check the inventory (for digitalocean: against the API), say what "
+                         "a run would create, and create nothing")
     group.addoption("--waivers", metavar="FILE", default=None,
                     help="YAML of accepted failures, each with a reason, an owner, a link "
                          "and an expiry date (schema: inventories/waivers.schema.json)")

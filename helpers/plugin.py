@@ -40,6 +40,15 @@ def _is_conformance_run(config) -> bool:
     return False
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """--dry-run ends here, before any plugin is configured: no reports, no cluster."""
+    if config.option.dry_run:
+        from helpers import dryrun
+        return dryrun.run(config)
+    return None
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "role(name): run this check only on nodes of that role")
     config.addinivalue_line("markers", "verifies(*ids): the docs/guide.md statements a check "

@@ -9,7 +9,10 @@
 Only the endpoints the provider and the reaper call, with the API's payload shapes:
 POST /v2/droplets (`names` or `name`), GET /v2/droplets (?tag_name, page, per_page;
 `links.pages`, `meta.total`), GET/DELETE /v2/droplets/{id}, DELETE /v2/droplets?tag_name=,
-GET /v2/account. Every request must carry `Authorization: Bearer <token>`; rate-limit
+GET /v2/account, and what `--dry-run` reads: GET /v2/regions, /v2/sizes (paged),
+/v2/images/{id or slug}, /v2/account/keys/{id or fingerprint}, /v2/vpcs/{uuid}, answered
+from `catalogue` (a region, sizes, a custom image, an SSH key and a VPC by default). A
+`read_only` token is refused every write with 403, as DigitalOcean refuses one. Every request must carry `Authorization: Bearer <token>`; rate-limit
 headers come with every answer. A droplet is `new` until it has been seen by
 `active_after` GETs, then `active` with networks.v4 public 127.0.0.N (N >= 2) and
 private 127.1.0.N.
@@ -45,6 +48,48 @@ from tests.sshd import SSHD, _wait_for_banner, stop
 _ADDRESSES = itertools.count(2)   # 127.0.0.N across all fakes of a process: never reused
 _IDS = itertools.count(3164444)
 MAX_PER_PAGE = 200
+FORBIDDEN = "You do not have access for the attempted action."
+NOT_FOUND = "The resource you were accessing could not be found."
+
+
+def default_catalogue() -> dict[str, list[dict]]:
+    """What the account offers, in the shapes GET answers with (inventories/do.yaml fits)."""
+    def region(slug, name, sizes):
+        return {"slug": slug, "name": name, "sizes": sizes, "available": True,
+                "features": ["backups", "ipv6", "metadata", "install_agent",
+                             "storage", "image_transfer"]}
+
+    def size(slug, memory, vcpus, disk, monthly, regions):
+        return {"slug": slug, "memory": memory, "vcpus": vcpus, "disk": disk,
+                "transfer": memory / 1024, "price_monthly": monthly,
+                "price_hourly": round(monthly / 672, 5), "regions": regions,
+                "available": True, "description": "Basic"}
+    sizes = ["s-1vcpu-1gb", "s-1vcpu-2gb", "s-2vcpu-4gb"]
+    return {
+        "regions": [region("nyc3", "New York 3", sizes), region("ams3", "Amsterdam 3", sizes),
+                    {**region("sfo1", "San Francisco 1", []), "available": False}],
+        "sizes": [size("s-1vcpu-1gb", 1024, 1, 25, 6.0, ["nyc3", "ams3"]),
+                  size("s-1vcpu-2gb", 2048, 1, 50, 12.0, ["nyc3", "ams3"]),
+                  size("s-2vcpu-4gb", 4096, 2, 80, 24.0, ["ams3"])],
+        "images": [{"id": 123456789, "name": "flatcar_production_digitalocean_image.bin.gz",
+                    "distribution": "Unknown OS", "slug": None, "public": False,
+                    "regions": ["nyc3"], "created_at": "2026-11-30T08:12:44Z",
+                    "type": "custom", "min_disk_size": 15, "size_gigabytes": 2.04,
+                    "description": "Flatcar Container Linux stable", "tags": [],
+                    "status": "available", "error_message": ""},
+                   {"id": 129211873, "name": "24.04 (LTS) x64", "distribution": "Ubuntu",
+                    "slug": "ubuntu-24-04-x64", "public": True, "regions": ["nyc3", "ams3"],
+                    "created_at": "2026-10-01T11:00:00Z", "type": "base",
+                    "min_disk_size": 7, "size_gigabytes": 2.31, "description": "",
+                    "tags": [], "status": "available", "error_message": ""}],
+        "ssh_keys": [{"id": 512189, "name": "nightly",
+                      "fingerprint": "aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99",
+                      "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFake ci"}],
+        "vpcs": [{"id": "5a4981aa-9653-4bd1-bef5-d6bff52042e4", "name": "default-nyc3",
+                  "description": "", "region": "nyc3", "ip_range": "10.116.0.0/20",
+                  "default": True, "urn": "do:vpc:5a4981aa-9653-4bd1-bef5-d6bff52042e4",
+                  "created_at": "2026-01-10T09:00:00Z"}],
+    }
 
 
 @dataclass
@@ -120,8 +165,11 @@ def _sshd_config(directory: Path, host: str, port: int, user: str,
 class FakeDigitalOcean:
     def __init__(self, token: str, *, active_after: int = 2, sshd_dir: Path | None = None,
                  ssh_port: int = 22, force_command: str | None = None,
-                 login_user: str | None = None, max_per_page: int = MAX_PER_PAGE):
+                 login_user: str | None = None, max_per_page: int = MAX_PER_PAGE,
+                 read_only: bool = False):
         self.token = token
+        self.read_only = read_only
+        self.catalogue = default_catalogue()
         self.active_after = active_after
         self.sshd_dir = Path(sshd_dir) if sshd_dir else None
         self.ssh_port = ssh_port
@@ -401,6 +449,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(status, "server_error",
                                "Unexpected server-side error", headers)
         parts = [p for p in path.split("/") if p]
+        if fake.read_only and method != "GET":
+            return self._error(403, "Forbidden", FORBIDDEN)
+        if method == "GET" and parts[:1] == ["v2"] and parts != ["v2", "account"]:
+            found = self._catalogue(parts[1:], query)
+            if found is not None:
+                return found
         if parts == ["v2", "account"] and method == "GET":
             return self._answer(200, {"account": {
                 "droplet_limit": 25, "floating_ip_limit": 5, "email": "ci@example.com",
@@ -430,6 +484,36 @@ class _Handler(BaseHTTPRequestHandler):
                 fake._delete(int(parts[2]))
                 return self._answer(204)
         return self._error(404, "not_found", f"fake: no {method} {path}")
+
+    def _catalogue(self, parts: list[str], query: dict) -> int | None:
+        """GET of what the account offers; None when the path is not the catalogue's."""
+        catalogue = self.fake.catalogue
+        if parts in (["regions"], ["sizes"]):
+            return self._page(parts[0], catalogue[parts[0]], query)
+        lookups = {("images",): ("image", "images", ("id", "slug")),
+                   ("account", "keys"): ("ssh_key", "ssh_keys", ("id", "fingerprint")),
+                   ("vpcs",): ("vpc", "vpcs", ("id",))}
+        for prefix, (one, many, keys) in lookups.items():
+            if len(parts) == len(prefix) + 1 and tuple(parts[:-1]) == prefix:
+                wanted = urllib.parse.unquote(parts[-1])
+                for entry in catalogue[many]:
+                    if any(str(entry.get(k)) == wanted for k in keys):
+                        return self._answer(200, {one: entry})
+                return self._error(404, "not_found", NOT_FOUND)
+        return None
+
+    def _page(self, name: str, entries: list[dict], query: dict) -> int:
+        try:
+            page = max(1, int(query.get("page", 1)))
+            per_page = max(1, min(int(query.get("per_page", 20)), self.fake.max_per_page))
+        except ValueError:
+            return self._error(400, "bad_request", "page and per_page are numbers")
+        chunk = entries[(page - 1) * per_page: page * per_page]
+        pages = {}
+        if page * per_page < len(entries):
+            pages["next"] = f"{self.fake.url}/v2/{name}?page={page + 1}&per_page={per_page}"
+        return self._answer(200, {name: chunk, "links": {"pages": pages},
+                                  "meta": {"total": len(entries)}})
 
     def _create(self, body) -> int:
         fake = self.fake
