@@ -17,7 +17,10 @@ from helpers.providers import digitalocean as do
 
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 TOKEN_EXPRESSION = "${{ secrets.DIGITALOCEAN_TOKEN }}"
-RUN = ".venv/bin/python -m pytest --inventory inventories/do.yaml -n 3 --require-real"
+NIGHTLY = "inventories/nightly.yaml"
+RUN = f".venv/bin/python -m pytest --inventory {NIGHTLY} -n 3 --require-real"
+DRY_RUN = f".venv/bin/python -m pytest --inventory {NIGHTLY} --dry-run"
+MAKE_INVENTORY = ".venv/bin/python tools/nightly_inventory.py"
 REAP = ".venv/bin/python -m helpers.providers.digitalocean reap --older-than 5h"
 
 
@@ -63,12 +66,15 @@ def test_steps_in_order(job):
     steps = job["steps"]
     order = [steps.index(step(job, uses="actions/checkout@")),
              steps.index(step(job, run="bash scripts/install")),
+             steps.index(step(job, run=MAKE_INVENTORY)),
+             steps.index(step(job, run=DRY_RUN)),
              steps.index(step(job, run=RUN)),
              steps.index(step(job, run="bash scripts/report")),
              steps.index(step(job, uses="actions/upload-artifact@")),
              steps.index(step(job, run=REAP))]
     assert order == sorted(order)
-    for path in ("scripts/install", "scripts/report", "inventories/do.yaml"):
+    for path in ("scripts/install", "scripts/report", "inventories/do.yaml",
+                 "tools/nightly_inventory.py"):
         assert (ROOT / path).is_file()
 
 
@@ -78,7 +84,7 @@ def test_token_comes_from_secrets_and_only_where_needed(workflow, job):
         assert value.strip() == TOKEN_EXPRESSION
     assert "DIGITALOCEAN_TOKEN" not in (workflow.get("env") or {})
     assert "DIGITALOCEAN_TOKEN" not in (job.get("env") or {})
-    for needed in (RUN, REAP):
+    for needed in (DRY_RUN, RUN, REAP):
         assert step(job, run=needed)["env"]["DIGITALOCEAN_TOKEN"] == TOKEN_EXPRESSION
     install = step(job, run="bash scripts/install")
     assert "DIGITALOCEAN_TOKEN" not in (install.get("env") or {})
@@ -114,3 +120,39 @@ def test_each_night_is_compared_with_the_last(job):
     assert set(cached) == {"actions/cache/restore", "actions/cache/save"}
     assert steps.index(cached["actions/cache/restore"]) < steps.index(step(job, run=RUN))
     assert cached["actions/cache/save"]["if"] == "always()"
+
+
+def test_workflow_and_readme_name_the_same_settings():
+    """A user switches the workflow on from the README's table: it must name exactly the
+    secrets and variables the workflow reads, and its header comment must agree."""
+    text = WORKFLOW.read_text()
+    used = set(re.findall(r"\$\{\{\s*(secrets|vars)\.([A-Z0-9_]+)\s*\}\}", text))
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Nightly on DigitalOcean\n", 1)[1].split("\n## ", 1)[0]
+    kinds = {"secret": "secrets", "variable": "vars"}
+    listed = {(kinds[kind], name)
+              for kind, name in re.findall(r"^\| (secret|variable) \| `([A-Z0-9_]+)` \|",
+                                           section, flags=re.M)}
+    assert used == listed and used, (used, listed)
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    commented = {(kinds[kind], name)
+                 for kind, name in re.findall(r"^#\s+(secret|variable) ([A-Z0-9_]+)", header,
+                                              flags=re.M)}
+    assert commented == used
+
+
+def test_nightly_inventory_is_do_yaml_with_the_settings(tmp_path):
+    from tools import nightly_inventory
+
+    target = tmp_path / "nightly.yaml"
+    fingerprint = "0a:1b:2c:3d:4e:5f:60:71:82:93:a4:b5:c6:d7:e8:f9"
+    source = ROOT / "inventories" / "do.yaml"
+    assert nightly_inventory.main(["987654321", fingerprint, str(source), str(target)]) == 0
+    made, shipped = yaml.safe_load(target.read_text()), yaml.safe_load(source.read_text())
+    assert made["digitalocean"].pop("image") == 987654321
+    assert made["digitalocean"].pop("ssh_keys") == [fingerprint]
+    for section in (made, shipped):
+        section["digitalocean"].pop("image", None)
+        section["digitalocean"].pop("ssh_keys", None)
+    assert made == shipped
+    assert nightly_inventory.main(["", fingerprint, str(source), str(target)]) == 4
