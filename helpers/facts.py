@@ -115,6 +115,9 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
         "show": f"systemctl show {units} -p {SHOW_PROPERTIES}",
         "wants": f"ls {spec.UNIT_DIR}/{spec.WANTED_BY}.wants/",
         "failed": "systemctl list-units --failed --plain --no-legend --no-pager",
+        # systemd's own words on each exit of a unit's main process, and each restart
+        "unit_exits": "journalctl -b _PID=1 -o cat --no-pager | grep -E "
+                      "'[.]service: (Main process exited|Scheduled restart job)' | tail -n 40",
         "journal": f"for u in {units}; do echo \"### $u\"; "
                    "journalctl -b -u $u -n 12 --no-pager -o short-monotonic; done",
         # glog's error lines (E1203 ...): the kubelet's last words on why a pod did not run
@@ -149,6 +152,7 @@ def _sections(node: Node, cluster: Cluster, guide: dict,
         "etcd_subnets": Http(f"{etcd}/v2/keys{spec.SUBNETS_KEY}?recursive=true"),
         "etcd_health": Http(f"{etcd}/health"),
         "etcd_members": Http(f"{etcd}/v2/members"),
+        "etcd_self": Http(f"{etcd}/v2/stats/self"),
         "kubelet_health": Http(f"http://{node.private_ip}:{kubelet}/healthz"),
         "local_api": Http(f"{api}/healthz"),
     }
@@ -340,6 +344,13 @@ class NodeFacts:
 
     def unit(self, name: str) -> dict[str, str]:
         return self.units().get(name, {})
+
+    def last_exit(self, name: str) -> str:
+        """systemd's last "Main process exited, code=..., status=..." for the unit since
+        boot ("" when its main process never exited)."""
+        exits = [line.partition(": ")[2] for line in self.section("unit_exits").splitlines()
+                 if line.startswith(f"{name}: Main process exited")]
+        return exits[-1] if exits else ""
 
     def unit_file(self, name: str) -> str:
         return _subsection(self.section("unit_files"), name)

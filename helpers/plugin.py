@@ -336,7 +336,10 @@ class ConformanceRun:
 
 class FactsCache:
     """Each node's facts, as the controller gathered them once for the run (the file
-    lifecycle.FACTS_FILE), read on first use."""
+    lifecycle.FACTS_FILE), read on first use. `live`: a node can be read again (a
+    recording cannot: tests/support/replay.py)."""
+
+    live = True
 
     def __init__(self, cluster: Cluster, connections, inventory, path: Path):
         self.cluster, self.connections, self.inventory = cluster, connections, inventory

@@ -1,6 +1,7 @@
 """etcd, the cluster the guide starts from: healthy with every member, holding the
 flannel network config that flannel.service writes."""
 import json
+from urllib.parse import urlsplit
 
 from helpers import spec
 from helpers.checks import expect, guide_section
@@ -36,3 +37,26 @@ def test_etcd_is_healthy_with_every_member(node, facts, cluster):
            evidence={"etcd /health": facts.section("etcd_health"),
                      "etcd /v2/members": facts.section("etcd_members"),
                      "journalctl -b -u etcd.service": facts.journal("etcd.service")})
+
+
+@verifies("G-TOPO-3")
+def test_etcd_member_talks_over_the_private_address(node, facts):
+    """This node's etcd member (found by the id /v2/stats/self reports) advertises its
+    peer and client URLs on the node's private IPv4, as the guide's starting point has it."""
+    try:
+        own = json.loads(facts.http("etcd_self").body)["id"]
+        member = next(m for m in json.loads(facts.http("etcd_members").body)["members"]
+                      if m["id"] == own)
+        urls = {kind: list(member[kind]) for kind in ("peerURLs", "clientURLs")}
+    except (ValueError, KeyError, TypeError, StopIteration):
+        urls = {}
+    elsewhere = [f"{kind} {url}" for kind, listed in urls.items() for url in listed
+                 if urlsplit(url).hostname != node.private_ip]
+    empty = [kind for kind, listed in urls.items() if not listed]
+    expect(bool(urls) and not elsewhere and not empty, node.name,
+           "etcd's member URLs are on the private address",
+           expected=f"peerURLs and clientURLs on {node.private_ip}",
+           found=("; ".join(elsewhere + [f"no {kind}" for kind in empty]) if urls else
+                  "no member of this node's etcd in /v2/members"),
+           evidence={"etcd /v2/stats/self": facts.section("etcd_self"),
+                     "etcd /v2/members": facts.section("etcd_members")})

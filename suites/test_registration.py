@@ -50,7 +50,7 @@ def registration_deadline() -> float:
 def _eventually(read, wanted, node, cluster_facts, deadline):
     """Registration is asynchronous: re-read the master until it matches or time is up."""
     facts = cluster_facts.of(node.name)
-    while read(facts) != wanted and time.monotonic() < deadline:
+    while read(facts) != wanted and cluster_facts.live and time.monotonic() < deadline:
         time.sleep(3)
         cluster_facts.refresh(node.name, ("kubecfg_minions", "api_minions"))
         facts = cluster_facts.of(node.name)

@@ -63,6 +63,23 @@ def test_unit_restarts_on_failure_after_5s(node, unit, facts):
            evidence=unit_evidence(facts, unit))
 
 
+@verifies("G-UNIT-8", "G-STEP-10", "G-SHOW-3")
+def test_unit_has_not_restarted_since_it_started(node, unit, facts):
+    """Restart=on-failure hides a crash: the unit is active again 5 s later. systemd counts
+    its automatic restarts since the unit was last started on purpose (the boot, or an
+    operator's `systemctl restart`)."""
+    restarts = facts.unit(unit).get("NRestarts", "")
+    last = facts.last_exit(unit)
+    expect(restarts == "0", node.name, f"{unit} has not crashed and restarted",
+           expected="NRestarts=0",
+           found=f"NRestarts={restarts or '(not reported)'}, last exit: "
+                 f"{last or 'none in the journal since boot'}",
+           evidence={"systemd on the unit's exits": "\n".join(
+               line for line in facts.section("unit_exits").splitlines()
+               if line.startswith(f"{unit}: ")) or "(none since boot)",
+               f"journalctl -b -u {unit}": facts.journal(unit)})
+
+
 @verifies("G-UNIT-1", "G-UNIT-2", "G-UNIT-3", "G-UNIT-4", "G-UNIT-5", "G-UNIT-6", "G-UNIT-7", "G-LOST-1")
 def test_unit_runs_the_guide_command(node, unit, facts, inventory, cluster):
     from helpers.bootstrap.units import node_values
@@ -95,10 +112,14 @@ def test_unit_wraps_its_command_as_the_guide_writes(node, unit, facts, inventory
 @verifies("G-STEP-10", "G-UNIT-11", "G-UNIT-12")
 def test_start_order_since_boot_respects_after(node, facts):
     """No unit began starting while a unit it is ordered After= was down."""
-    violations = start_order_violations(node.role, facts.units())
-    expect(not violations, node.name, "units start in the guide's dependency order",
+    units = facts.units()
+    unread = [u.name for u in spec.units_for(node.role)
+              if not units.get(u.name, {}).get("InactiveExitTimestampMonotonic")]
+    violations = start_order_violations(node.role, units)
+    expect(not unread and not violations, node.name, "units start in the guide's dependency order",
            expected="etcd before flannel before docker; apiserver before controller-manager",
-           found="; ".join(violations),
+           found="; ".join(violations + ([f"no start time reported for {', '.join(unread)}"]
+                                         if unread else [])),
            evidence={"systemctl show": facts.section("show")})
 
 
@@ -106,15 +127,18 @@ def test_start_order_since_boot_respects_after(node, facts):
 @pytest.mark.role(spec.MINION)
 def test_master_only_units_absent_on_minion(node, facts):
     master_only = [u.name for u in spec.UNITS if not u.runs_on(spec.MINION)]
-    present = [u for u in master_only if facts.unit(u).get("LoadState") not in ("not-found", None)]
+    states = {u: facts.unit(u).get("LoadState") for u in master_only}
+    present = [u for u, state in states.items() if state != "not-found"]
     expect(not present, node.name, "master-only units are absent on a minion",
-           expected="no " + ", ".join(master_only), found=", ".join(present),
+           expected="no " + ", ".join(master_only),
+           found=", ".join(f"{u} (LoadState={states[u] or 'not reported'})" for u in present),
            evidence={u: facts.unit_file(u) for u in present})
 
 
 @verifies("G-SHOW-3", "G-STEP-11")
 def test_no_failed_units(node, facts):
     failed = facts.failed_units()
-    expect(not failed, node.name, "no failed units", expected="none",
-           found=", ".join(failed),
+    expect(facts.ok("failed") and not failed, node.name, "no failed units", expected="none",
+           found=", ".join(failed) or f"`systemctl --failed` did not answer "
+                                      f"(rc {facts.rc.get('failed', 'none')})",
            evidence={"systemctl --failed": facts.section("failed")})

@@ -1,7 +1,7 @@
-"""The checks of /etc/environment, of the binaries' versions and of the commands around
-a unit's ExecStart, fed facts by hand: each passes on what a healthy node shows, and
-fails, naming what it found, on a wrong value and on a probe that did not run (fail
-closed)."""
+"""The checks of /etc/environment, of the binaries' versions, of the commands around a
+unit's ExecStart, of restarts since a unit started and of etcd's member URLs, and the
+negative checks, fed facts by hand: each passes on what a healthy node shows, and fails,
+naming what it found, on a wrong value and on a probe that did not run (fail closed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -124,3 +124,122 @@ def test_flannels_wrapping_as_a_real_node_shows_it_passes():
 def test_flannels_wrapping_changed_fails(change, found):
     with pytest.raises(CheckFailed, match=found):
         wrapped(FLANNEL_SHOWN.replace(*change))
+
+
+# systemd 252's words (`journalctl -b _PID=1 -o cat`) after `systemctl kill -s KILL` of a
+# kube-proxy with Restart=on-failure, and its counter in `systemctl show`
+PROXY_CRASHED = ("proxy.service: Main process exited, code=killed, status=9/KILL\n"
+                 "proxy.service: Scheduled restart job, restart counter is at 1.")
+
+
+def restarted(restarts: str | None, exits: str = "", rc: int = 0) -> None:
+    shown = "Id=proxy.service\nActiveState=active\n" + (
+        f"NRestarts={restarts}\n" if restarts is not None else "")
+    test_units.test_unit_has_not_restarted_since_it_started(
+        NODE, "proxy.service", facts(show=(shown, rc), unit_exits=(exits, 0)))
+
+
+def test_a_unit_that_never_restarted_passes():
+    restarted("0")
+
+
+@pytest.mark.parametrize("restarts, exits, rc, found", [
+    ("1", PROXY_CRASHED, 0, r"NRestarts=1, last exit: Main process exited, code=killed, "
+                            r"status=9/KILL"),
+    ("3", "", 0, "NRestarts=3, last exit: none in the journal"),
+    (None, "", 0, r"NRestarts=\(not reported\)"),
+    (None, "", 124, r"NRestarts=\(not reported\)"),
+], ids=["killed-once", "journal-rotated", "old-systemd", "show-timed-out"])
+def test_a_restarted_unit_or_an_unread_counter_fails(restarts, exits, rc, found):
+    with pytest.raises(CheckFailed, match=found):
+        restarted(restarts, exits, rc)
+
+
+# etcd 3.4's answers on coreos-2 of a local cluster (`/v2/stats/self` cut to what is read)
+ETCD_SELF = '{"name":"coreos-2","id":"5c19cd7a9afba20","state":"StateFollower"}\n200'
+ETCD_MEMBERS = (
+    '{"members":[{"id":"5c19cd7a9afba20","name":"coreos-2","peerURLs":'
+    '["http://10.120.0.12:2380"],"clientURLs":["http://10.120.0.12:2379",'
+    '"http://10.120.0.12:4001"]},{"id":"f804fae81e0aa28e","name":"coreos-1","peerURLs":'
+    '["http://10.120.0.11:2380"],"clientURLs":["http://192.168.2.11:2379"]}]}\n200')
+
+
+def member(self_answer: str = ETCD_SELF, members: str = ETCD_MEMBERS) -> None:
+    from suites import test_etcd
+    test_etcd.test_etcd_member_talks_over_the_private_address(
+        NODE, facts(etcd_self=(self_answer, 0), etcd_members=(members, 0)))
+
+
+def test_a_member_on_its_private_address_passes_whatever_the_others_advertise():
+    member()
+
+
+@pytest.mark.parametrize("change, self_answer, found", [
+    (("http://10.120.0.12:2379", "http://192.168.2.12:2379"), ETCD_SELF,
+     "clientURLs http://192.168.2.12:2379"),
+    (("http://10.120.0.12:2380", "http://127.0.0.1:2380"), ETCD_SELF,
+     "peerURLs http://127.0.0.1:2380"),
+    (('"clientURLs":["http://10.120.0.12:2379","http://10.120.0.12:4001"]', '"clientURLs":[]'),
+     ETCD_SELF, "no clientURLs"),
+    (("", ""), "\n000", "no member of this node's etcd"),
+    (("5c19cd7a9afba20", "0123"), ETCD_SELF, "no member of this node's etcd"),
+], ids=["client-on-public", "peer-on-loopback", "no-client-urls", "self-unanswered",
+        "not-a-member"])
+def test_a_member_elsewhere_or_unread_fails(change, self_answer, found):
+    with pytest.raises(CheckFailed, match=found):
+        member(self_answer, ETCD_MEMBERS.replace(*change))
+
+
+# -- negative checks fail closed: a probe that did not answer is never "nothing wrong" ----
+
+def minion_show(**stamps: int) -> str:
+    """`systemctl show` of a minion's units, started in the guide's order: flannel at 1 s,
+    docker at 2 s, the rest at 3 s (or at the times given, in microseconds)."""
+    order = {"flannel": 1, "docker": 2}
+    blocks = []
+    for unit in (u.name for u in spec.units_for(spec.MINION)):
+        short = unit.removesuffix(".service")
+        at = stamps.get(short, order.get(short, 3) * 10**6)
+        blocks.append(f"Id={unit}\nLoadState=loaded\nInactiveExitTimestampMonotonic={at}\n"
+                      f"InactiveEnterTimestampMonotonic=0\nActiveEnterTimestampMonotonic={at + 1}\n")
+    blocks += [f"Id={u.name}\nLoadState=not-found\n" for u in spec.UNITS
+               if not u.runs_on(spec.MINION)]
+    return "\n".join(blocks)
+
+
+def test_a_minion_started_in_order_passes_the_order_and_absence_checks():
+    test_units.test_start_order_since_boot_respects_after(NODE, facts(show=(minion_show(), 0)))
+    test_units.test_master_only_units_absent_on_minion(NODE, facts(show=(minion_show(), 0)))
+
+
+@pytest.mark.parametrize("check, found", [
+    (test_units.test_start_order_since_boot_respects_after, "no start time reported for"),
+    (test_units.test_master_only_units_absent_on_minion, r"LoadState=not reported"),
+], ids=["start-order", "master-only-absent"])
+def test_unit_checks_fail_when_systemctl_show_did_not_answer(check, found):
+    with pytest.raises(CheckFailed, match=found):
+        check(NODE, facts(show=("", 124)))
+
+
+def test_a_unit_started_before_its_dependency_fails():
+    with pytest.raises(CheckFailed, match="docker started at 0.00s while flannel.service was not active"):
+        test_units.test_start_order_since_boot_respects_after(
+            NODE, facts(show=(minion_show(docker=500), 0)))
+
+
+def test_no_failed_units_passes_on_an_empty_answer_and_fails_on_none():
+    test_units.test_no_failed_units(NODE, facts(failed=("", 0)))
+    with pytest.raises(CheckFailed, match=r"did not answer \(rc 124\)"):
+        test_units.test_no_failed_units(NODE, facts(failed=("", 124)))
+    with pytest.raises(CheckFailed, match="flannel.service"):
+        test_units.test_no_failed_units(
+            NODE, facts(failed=("flannel.service loaded failed failed flannel", 0)))
+
+
+def test_binaries_identical_fails_when_no_checksum_was_read():
+    state = {"bootstrap": {"checksums": {"flannel": DIGEST}}}
+    test_binaries.test_binaries_identical_on_every_node(
+        NODE, facts(binaries=(SUMS, 0)), None, None, state)
+    with pytest.raises(CheckFailed, match="no checksum read"):
+        test_binaries.test_binaries_identical_on_every_node(
+            NODE, facts(binaries=("", 1)), None, None, state)

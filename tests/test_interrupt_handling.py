@@ -132,7 +132,12 @@ def test_a_thread_waiting_for_ssh_gives_up_once_interrupted(tmp_path):
         interrupts.STOPPED.clear()
 
 
-MARKER = "31.4159"   # a sleep nobody else runs: how the step's processes are found
+@pytest.fixture
+def marker(request) -> str:
+    """A sleep nobody else runs, not even this module's other tests on the other xdist
+    worker (one shared value let one test see the other's live step): how a step's
+    processes are found. Fixed width, so that none is a prefix of another."""
+    return f"31.{os.getpid():07d}{len(request.node.name):03d}"
 
 
 def processes_with(marker: str) -> list[int]:
@@ -148,7 +153,7 @@ def processes_with(marker: str) -> list[int]:
 
 
 def test_an_interrupted_build_leaves_no_process_and_no_cache_entry(tmp_path, monkeypatch,
-                                                                   handler, said):
+                                                                   handler, said, marker):
     """A slow fake step (a shell with a child, as `go` has its compilers) is broken off:
     the whole step is ended, and neither the entry nor its work or log directory stays."""
     def unpack(source, tarball, gopath, logs, log):
@@ -158,7 +163,7 @@ def test_an_interrupted_build_leaves_no_process_and_no_cache_entry(tmp_path, mon
 
     def slow_step(tree, gopath, out, env, logs, log):
         (out / "half-written").write_bytes(b"\x7fELF")
-        build._run("go build kubernetes", ["sh", "-c", f"sleep {MARKER} & sleep {MARKER}"],
+        build._run("go build kubernetes", ["sh", "-c", f"sleep {marker} & sleep {marker}"],
                    logs, log)
     monkeypatch.setattr(build, "_unpack", unpack)
     monkeypatch.setattr(build, "_go_build_kubernetes", slow_step)
@@ -170,16 +175,16 @@ def test_an_interrupted_build_leaves_no_process_and_no_cache_entry(tmp_path, mon
                      StepLog())
     assert sorted(p.name for p in root.iterdir()) == []
     assert build.cached(tmp_path) is None
-    assert processes_with(f"sleep {MARKER}") == []
+    assert processes_with(f"sleep {marker}") == []
     assert len(said.lines()) == 1
 
 
-def test_a_step_that_overran_is_ended_with_its_children(tmp_path, monkeypatch):
+def test_a_step_that_overran_is_ended_with_its_children(tmp_path, monkeypatch, marker):
     monkeypatch.setattr(build, "STEP_TIMEOUT", 0.5)
     with pytest.raises(build.BuildError, match="did not finish within 0.5 s"):
-        build._run("go build example", ["sh", "-c", f"sleep {MARKER} & sleep {MARKER}"],
+        build._run("go build example", ["sh", "-c", f"sleep {marker} & sleep {marker}"],
                    tmp_path, StepLog())
-    assert processes_with(f"sleep {MARKER}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 

@@ -438,6 +438,45 @@ def restart_alone(node: str, unit: str):
     return apply, restore
 
 
+def crashed_once(node: str, unit: str):
+    """The unit's main process killed: Restart=on-failure brings it back 5 s later, active
+    again; restore restarts it on purpose, which zeroes systemd's restart counter."""
+    def show(lab: Lab, prop: str) -> str:
+        return lab.sh(node, f"systemctl show -p {prop} --value {unit}").stdout.strip()
+
+    def apply(lab: Lab):
+        lab.sh(node, f"systemctl kill -s KILL --kill-whom=main {unit}")
+        lab.wait(f"{unit} restarted by systemd", lambda: show(lab, "NRestarts") == "1"
+                 and show(lab, "ActiveState") == "active", timeout=60)
+
+    def restore(lab: Lab):
+        lab.restart_chain(node, unit)
+    return apply, restore
+
+
+def etcd_advertises(node: str, which: str):
+    """etcd restarted (alone: nothing that Requires= it follows) with its client URLs on
+    the node's `which` address instead of the private one."""
+    defaults = "/etc/default/etcd"
+
+    def restart(lab: Lab):
+        lab.sh(node, "systemctl restart --job-mode=ignore-dependencies etcd.service")
+        lab.wait("etcd healthy again", lambda: '"true"' in lab.sh(
+            node, "curl -s -m 3 http://127.0.0.1:4001/health", check=False).stdout)
+
+    def apply(lab: Lab):
+        ip_ = getattr(lab.node(node), f"{which}_ip")
+        lab.sh(node, f"mkdir -p {BACKUP} && cp -a {defaults} {BACKUP}/etcd && sed -i "
+                     f"'s|^ETCD_ADVERTISE_CLIENT_URLS=.*|ETCD_ADVERTISE_CLIENT_URLS="
+                     f"http://{ip_}:2379,http://{ip_}:4001|' {defaults}")
+        restart(lab)
+
+    def restore(lab: Lab):
+        lab.sh(node, f"mv {BACKUP}/etcd {defaults}")
+        restart(lab)
+    return apply, restore
+
+
 def master_unit_on_minion(node: str, unit: str):
     def apply(lab: Lab):
         lab.write(node, unit_path(unit), lab.read(MASTER, unit_path(unit)))
@@ -661,6 +700,16 @@ def _faults() -> list[Fault]:
         drop_in(B, spec.DOCKER, "EnvironmentFile=\nEnvironmentFile=/run/flannel/docker.env\n"
                 "ExecStartPre=", restart=False),
         [unit_check("test_unit_wraps_its_command_as_the_guide_writes", B, "docker")], [B])
+    add("unit-crashed-and-restarted", "proxy.service's main process killed: systemd "
+        "restarted it and it is active again",
+        crashed_once(A, "proxy.service"),
+        [unit_check("test_unit_has_not_restarted_since_it_started", A, "proxy")], [A],
+        message={unit_check("test_unit_has_not_restarted_since_it_started", A, "proxy"):
+                 "status=9/KILL"})
+    add("etcd-advertises-the-public-address", "etcd on a minion restarted with its client "
+        "URLs on the public address",
+        etcd_advertises(B, "public"),
+        [t("test_etcd_member_talks_over_the_private_address", B)], [B])
     add("unit-not-enabled", "proxy.service disabled",
         unit_enabled(A, "proxy.service", False),
         [unit_check("test_unit_is_enabled_for_multi_user", A, "proxy")], [A])
@@ -715,7 +764,9 @@ def _faults() -> list[Fault]:
         stop_unit(B, "etcd.service", ignore_dependencies=True),
         [t("test_etcd_is_healthy_with_every_member", B), t("test_network_config_equals_the_spec", B),
          t("test_subnet_lies_in_the_network_stored_in_etcd", B),
-         t("test_etcd_lease_names_the_private_ip", B), *workload_fails(B)], [B], slow=True)
+         t("test_etcd_lease_names_the_private_ip", B),
+         t("test_etcd_member_talks_over_the_private_address", B), *workload_fails(B)], [B],
+        slow=True)
 
     # -- flannel and docker ----------------------------------------------------------------
     add("subnet-env-removed", "/run/flannel/subnet.env removed",
@@ -858,7 +909,8 @@ def _faults() -> list[Fault]:
     add("advisory-etcd-v3-write", "flannel.service writes its config with `etcdctl put` (v3)",
         replace_in_unit_file(M, spec.FLANNEL, "ETCDCTL_API=2 /usr/bin/etcdctl set",
                              "ETCDCTL_API=3 /usr/bin/etcdctl put"),
-        [t("test_flannel_config_written_without_the_etcd_v2_api", M)], [M])
+        [t("test_flannel_config_written_without_the_etcd_v2_api", M),
+         unit_check("test_unit_wraps_its_command_as_the_guide_writes", M, "flannel")], [M])
 
     add("advisory-insecure-port-fixed", "apiserver drop-in: -port=0 (no insecure port, the "
         "CIS fix; the guide's API on 127.0.0.1:8080 is gone with it, and so is the "

@@ -38,6 +38,7 @@ from helpers.inventory import ROOT
 from helpers.inventory import load as load_inventory
 from helpers.providers import Cluster
 from helpers.providers.local import LocalProvider
+from tests.support import recordings
 
 from .faults import FAULTS, Fault, Lab, differences, node_of, plan_rounds, snapshot
 
@@ -135,6 +136,7 @@ class Catalogue:
         self.outcomes: dict[str, Outcome] = {}
         self.final: SuiteRun | None = None
         self.lab: Lab | None = None
+        self.captured: dict[str, Path] = {}
         self.plan([])
 
     @property
@@ -152,7 +154,7 @@ class Catalogue:
 
     # -- the suite ----------------------------------------------------------------------
     def suite(self, label: str, *, reuse: bool = True, keep: bool = True,
-              inventory: Path | None = None, during=None) -> SuiteRun:
+              inventory: Path | None = None, during=None, recording: str = "") -> SuiteRun:
         xml = self.work / f"{label}.xml"
         log = self.work / f"{label}.log"
         argv = [sys.executable, "-m", "pytest", "suites", "--require-real", "--inventory",
@@ -181,13 +183,25 @@ class Catalogue:
         if not xml.exists():
             pytest.fail(f"suite run {label} wrote no JUnit report (rc {proc.returncode}); "
                         f"see {log}:\n{log.read_text()[-3000:]}", pytrace=False)
+        self._capture(recording or label, inventory or self.inventory_path, xml)
         return SuiteRun(parse_junit(xml), seconds, proc.returncode, log, seen)
+
+    def _capture(self, name: str, inventory: Path, junit: Path) -> None:
+        """What the run gathered, kept for its recording (tests/support/recordings.py)."""
+        here = self.work / "captured" / name
+        here.mkdir(parents=True, exist_ok=True)
+        for file in ("state.json", "facts.json"):
+            if (self.state_file.parent / file).exists():
+                shutil.copy(self.state_file.parent / file, here / file)
+        shutil.copy(inventory, here / "inventory.yaml")
+        shutil.copy(junit, here / "live.xml")
+        self.captured[name] = here
 
     # -- set up and tear down ---------------------------------------------------------------
     def create(self) -> None:
         if self.state_file.exists():
             raise RuntimeError(f"{self.state_file} exists: not a fresh reports directory")
-        self.baseline = self.suite("baseline", reuse=False)
+        self.baseline = self.suite("baseline", reuse=False, recording=recordings.HEALTHY)
         state = json.loads(self.state_file.read_text())
         if not state.get("cluster"):
             pytest.fail(f"baseline made no cluster: {state.get('error')}; see "
@@ -261,7 +275,8 @@ class Catalogue:
             for fault in faults:
                 applied.append(fault)
                 fault.apply(lab)
-            run = self.suite(label[:120], inventory=inventory, during=during)
+            run = self.suite(label[:120], inventory=inventory, during=during,
+                             recording="+".join(f.name for f in faults))
         finally:
             for fault in reversed(applied):
                 try:
@@ -429,6 +444,40 @@ def _assert_hung_node_bounded(fault: Fault, catalogue: Catalogue, outcome: Outco
 
 def _shortened(message: str) -> str:
     return message if len(message) < 200 else f"{message[:120]} ... {message[-40:]}"
+
+
+def test_recorded_facts_are_what_the_live_runs_gave(catalogue: Catalogue):
+    """Each live run's facts, judged again without the cluster (tests/support/replay.py),
+    give exactly the verdicts the live run gave; and those are the verdicts its recording in
+    tests/data/recorded/ holds. K8SFAULT_RECORD=1 writes the recordings anew (and reports
+    what changed instead of failing on it)."""
+    record = os.environ.get("K8SFAULT_RECORD", "") not in ("", "0")
+    problems, unrecorded = [], []
+    for name, here in sorted(catalogue.captured.items(),
+                             key=lambda item: item[0] != recordings.HEALTHY):
+        if name == "final":
+            continue
+        live = recordings.verdicts(here / "live.xml")
+        problems += [f"{name}: replayed, {d}"
+                     for d in recordings.differences(live, recordings.replay(here))]
+        if (recordings.RECORDED / name / "verdicts.json").exists():
+            changed = [f"{name}: recorded -> live, {d}" for d in recordings.differences(
+                recordings.recorded_verdicts(recordings.RECORDED, name), live)]
+            if record:
+                print(f"\nre-recorded {name}: {len(changed)} verdicts changed {changed[:5]}")
+            else:
+                problems += changed
+        else:
+            unrecorded.append(name)
+        if record:
+            recordings.save(recordings.RECORDED, name, here, here / "inventory.yaml",
+                            here / "live.xml")
+    print(f"\nrecordings: {len(catalogue.captured)} live runs replayed without the cluster; "
+          f"{len(problems)} differences; not recorded yet: {', '.join(unrecorded) or 'none'}")
+    assert not problems, "\n".join(problems[:40])
+    everything = set(catalogue.round_of) == {f.name for f in FAULTS}
+    assert record or not everything or not unrecorded, (
+        f"runs without a recording (K8SFAULT_RECORD=1 writes them): {unrecorded}")
 
 
 def test_cluster_is_conformant_again_then_destroyed(catalogue: Catalogue):
