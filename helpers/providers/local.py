@@ -52,8 +52,9 @@ from pathlib import Path
 
 from helpers.inventory import Inventory, LocalSettings
 from helpers.providers import netns
-from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
+from helpers.providers.base import Cluster, Node, ProviderError, ProviderUnavailable
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
+from helpers.providers.machines import MachineProvider, hosts_file, keygen, public_line, wait_etcd
 from helpers.providers.processes import alive, kill, read_pid, read_text
 from helpers.waiting import poll
 
@@ -102,7 +103,7 @@ class NodePlan:
         return self.dir / "root"
 
 
-class LocalProvider(Provider):
+class LocalProvider(MachineProvider):
     # no registry here: the rootfs ships a static busybox to `docker import`
     probe_image_command = "k8sconf-import-busybox 60"
     name = "local"
@@ -126,32 +127,20 @@ class LocalProvider(Provider):
             raise ProviderError("local provider: the node image has user 'core' only; "
                                 f"ssh.user is '{self.inventory.ssh.user}'")
 
-    def create(self) -> Cluster:
-        self.preflight()
-        started = time.monotonic()
-        try:
-            self._teardown(self.prefix, self.settings.work_dir)   # a killed run's leftovers
-            plans = self._plans()
-            netns.check_no_collision(list(self._networks()), set(netns.bridge_names(self.prefix)))
-            cached = rootfs_path(self.settings.cache_dir).is_dir()
-            rootfs = ensure_rootfs(self.settings.cache_dir)
-            t_ready = time.monotonic()
-            key = self._run_key()
-            self._build_network(plans)
-            host_keys = {p.name: self._prepare_node(p, rootfs, plans, key) for p in plans}
-            for plan in plans:
-                self._start_node(plan)
-            cluster = self._cluster(plans, host_keys, key)
-            self._wait_ready(cluster, t_ready + self.settings.boot_timeout)
-        except BaseException:
-            log.warning("local provider: create failed; removing what it made")
-            self._teardown(self.prefix, self.settings.work_dir)
-            raise
+    def _make(self, plans: list[NodePlan]) -> Cluster:
+        netns.check_no_collision(list(self._networks()), set(netns.bridge_names(self.prefix)))
+        cached = rootfs_path(self.settings.cache_dir).is_dir()
+        rootfs = ensure_rootfs(self.settings.cache_dir)
+        t_ready = time.monotonic()
+        key = self._run_key()
+        self._build_network(plans)
+        host_keys = {p.name: self._prepare_node(p, rootfs, plans, key) for p in plans}
+        for plan in plans:
+            self._start_node(plan)
+        cluster = self._cluster(plans, host_keys, key)
+        self._wait_ready(cluster, t_ready + self.settings.boot_timeout)
         cluster.state["rootfs_built"] = not cached
-        cluster.state["create_seconds"] = round(time.monotonic() - started, 1)
         cluster.state["boot_seconds"] = round(time.monotonic() - t_ready, 1)
-        log.info("local provider: %d nodes ready in %.1f s (%.1f s after the rootfs)",
-                 len(plans), time.monotonic() - started, time.monotonic() - t_ready)
         return cluster
 
     def attach(self, cluster: Cluster) -> Cluster:
@@ -178,11 +167,6 @@ class LocalProvider(Provider):
         except SSHError as exc:
             log_file = Path(cluster.state.get("run_dir", self.run_dir)) / f"{node.name}.console.log"
             raise ProviderError(f"local provider: {exc} (console: {log_file})") from None
-
-    def destroy(self, cluster: Cluster | None) -> None:
-        state = cluster.state if cluster else {}
-        self._teardown(state.get("prefix", self.prefix),
-                       Path(state.get("work_dir", self.settings.work_dir)))
 
     # -- measuring ----------------------------------------------------------------------
     @staticmethod
@@ -234,15 +218,6 @@ class LocalProvider(Provider):
         return Cluster(self.name, nodes, ssh_user=self.inventory.ssh.user, ssh_key=str(key),
                        state=state)
 
-    # -- keys ---------------------------------------------------------------------------
-    def _run_key(self) -> Path:
-        """The run's SSH client key (ed25519) in run_dir; reused if already made."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        key = self.run_dir / "id_ed25519"
-        if not key.exists():
-            _keygen(key, f"k8sconf-run-{self.run_id}")
-        return key
-
     # -- network ------------------------------------------------------------------------
     def _build_network(self, plans: list[NodePlan]) -> None:
         pub_bridge, priv_bridge = netns.bridge_names(self.prefix)
@@ -273,7 +248,7 @@ class LocalProvider(Provider):
     def _write_identity(self, plan: NodePlan, plans: list[NodePlan]) -> None:
         root = plan.root
         _write(root / "etc/hostname", f"{plan.name}\n")
-        _write(root / "etc/hosts", _hosts(plans))
+        _write(root / "etc/hosts", hosts_file(plans))
         _write(root / "etc/environment", f"COREOS_PUBLIC_IPV4={plan.public_ip}\n"
                                          f"COREOS_PRIVATE_IPV4={plan.private_ip}\n")
         _write(root / "etc/machine-id", uuid.uuid4().hex + "\n")
@@ -344,7 +319,8 @@ class LocalProvider(Provider):
         node_dir = Path(cluster.state["nodes"][node.name]["dir"])
         conn = _connect_when_up(cluster, node, node_dir, deadline, stop, self._console(node.name))
         try:
-            _wait_etcd(conn, len(cluster.nodes), deadline, stop)
+            wait_etcd(conn, len(cluster.nodes), deadline, "local provider", interval=0.5,
+                      stop=stop)
         finally:
             conn.close()
 
@@ -409,29 +385,6 @@ def _connect_when_up(cluster: Cluster, node: Node, node_dir: Path, deadline: flo
         raise ProviderError(f"local provider: {exc} (console: {console})") from None
 
 
-def _wait_etcd(conn, members: int, deadline: float, stop: threading.Event) -> None:
-    """Poll the guide's client port until etcd is healthy with all members."""
-    from helpers.ssh import SSHError
-    check = ("curl -sf --max-time 3 http://127.0.0.1:4001/health && echo && "
-             "curl -sf --max-time 3 http://127.0.0.1:4001/v2/members")
-    last = ""
-
-    def healthy() -> bool:
-        nonlocal last
-        if stop.is_set():
-            raise ProviderError(f"local provider: stopped waiting for etcd on {conn.node.name}")
-        try:
-            result = conn.run(check, timeout=10)
-        except SSHError as exc:
-            last = str(exc)
-            return False
-        last = (result.stdout + result.stderr).strip()
-        return result.ok and '"health":"true"' in last and last.count('"clientURLs"') == members
-    if not poll(healthy, timeout=deadline - time.monotonic(), interval=0.5, sleep=stop.wait):
-        raise ProviderError(f"local provider: etcd on {conn.node.name} not healthy with "
-                            f"{members} members in time (last answer: {last[-300:] or 'none'})")
-
-
 # -- small host helpers ---------------------------------------------------------------
 
 def _run(cmd: list[str]) -> str:
@@ -439,12 +392,6 @@ def _run(cmd: list[str]) -> str:
     if proc.returncode != 0:
         raise ProviderError(f"local provider: `{shlex.join(cmd)}` failed: {proc.stderr.strip()}")
     return proc.stdout
-
-
-def _keygen(path: Path, comment: str) -> None:
-    for stale in (path, path.with_suffix(".pub")):
-        stale.unlink(missing_ok=True)
-    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -459,11 +406,10 @@ def _install_host_key(plan: NodePlan) -> str:
     """A fresh ed25519 host key for the node (kept beside it); returns the public line
     that `Node.host_keys` carries, so that SSH verifies this very key."""
     key = plan.dir / "ssh_host_ed25519_key"
-    _keygen(key, f"root@{plan.name}")
-    public = key.with_suffix(".pub").read_text()
+    keygen(key, f"root@{plan.name}", "local provider")
     _write(plan.root / "etc/ssh/ssh_host_ed25519_key", key.read_text(), mode=0o600)
-    _write(plan.root / "etc/ssh/ssh_host_ed25519_key.pub", public)
-    return " ".join(public.split()[:2])
+    _write(plan.root / "etc/ssh/ssh_host_ed25519_key.pub", key.with_suffix(".pub").read_text())
+    return public_line(key)
 
 
 def _authorize(root: Path, user: str, public_key: str) -> None:
@@ -473,12 +419,6 @@ def _authorize(root: Path, user: str, public_key: str) -> None:
     _write(ssh_dir / "authorized_keys", public_key, mode=0o600)
     for path in (ssh_dir, ssh_dir / "authorized_keys"):
         os.chown(path, uid, gid)
-
-
-def _hosts(plans: list[NodePlan]) -> str:
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{p.private_ip}\t{p.name}" for p in plans]
-    return "\n".join(lines) + "\n"
 
 
 def _user_ids(root: Path, user: str) -> tuple[int, int]:

@@ -83,7 +83,8 @@ from typing import Callable
 
 from helpers.bootstrap import userdata
 from helpers.inventory import Inventory, QemuSettings
-from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
+from helpers.providers.base import Cluster, Node, ProviderError, ProviderUnavailable
+from helpers.providers.machines import MachineProvider, hosts_file, keygen, public_line, wait_etcd
 from helpers.providers.processes import alive, kill, read_pid, read_text
 from helpers.providers.qemu_image import create_overlay, ensure_image, image_format
 from helpers.waiting import poll
@@ -316,12 +317,6 @@ def _etcd_dropin(env: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _hosts(plans: list[VMPlan]) -> str:
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{p.private_ip}\t{p.name}" for p in plans]
-    return "\n".join(lines) + "\n"
-
-
 def node_ignition(inventory: Inventory, settings: QemuSettings, plan: VMPlan,
                   plans: list[VMPlan], ssh_key_line: str, host_key: tuple[str, str],
                   etcd_token: str, slow: bool) -> dict:
@@ -345,7 +340,7 @@ def node_ignition(inventory: Inventory, settings: QemuSettings, plan: VMPlan,
         }
     gateway, dns = user_net_addresses(settings.public_network)
     extra_files = [
-        ("/etc/hosts", _hosts(plans)),
+        ("/etc/hosts", hosts_file(plans)),
         ("/etc/systemd/network/10-k8sconf-public.network",
          _network_file(plan.public_mac, plan.public_ip, settings.public_network.prefixlen,
                        gateway, dns)),
@@ -437,7 +432,7 @@ def ignition_to_tar(config: dict) -> bytes:
 
 # -- the provider ------------------------------------------------------------------------
 
-class QemuProvider(Provider):
+class QemuProvider(MachineProvider):
     name = "qemu"
 
     def __init__(self, inventory: Inventory, run_dir: Path, run_id: str):
@@ -470,40 +465,24 @@ class QemuProvider(Provider):
                 "but qemu.restrict_network keeps guests off every network; set it to false "
                 "or use bootstrap mode 'ssh'")
 
-    def create(self) -> Cluster:
-        self.preflight()
-        started = time.monotonic()
-        try:
-            self._teardown(self.prefix, self.settings.work_dir)   # a killed run's leftovers
-            plans = self._plans()
-            self._check_ports(plans)
-            self._check_memory(len(plans))
-            base, base_format, downloaded = self._base_image()
-            self.verdict = self._accel(base, base_format)
-            key_line = self._run_key()
-            token = f"{self.prefix}-{self.run_id}"
-            host_keys = {}
-            for plan in plans:
-                host_keys[plan.name] = self._prepare_node(plan, plans, base, base_format,
-                                                          key_line, token)
-            t_start = time.monotonic()
-            for plan in plans:
-                self._start_vm(plan, base_format)
-            cluster = self._cluster(plans, host_keys)
-            self._wait_ready(cluster, plans, t_start + self.settings.boot_timeout)
-        except BaseException as exc:
-            log.warning("qemu: create failed (%s); removing what it made",
-                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-            try:
-                self._teardown(self.prefix, self.settings.work_dir)
-            except Exception as cleanup:  # noqa: BLE001 - the create error is the one to raise
-                log.error("qemu: cleanup after a failed create failed: %s", cleanup)
-            raise
-        boot = time.monotonic() - t_start
-        cluster.state.update(image_downloaded=downloaded, boot_seconds=round(boot, 1),
-                             create_seconds=round(time.monotonic() - started, 1))
-        log.info("qemu: %d VMs ready (%s) in %.1f s after start, %.1f s in all", len(plans),
-                 self.verdict.accel, boot, time.monotonic() - started)
+    def _make(self, plans: list[VMPlan]) -> Cluster:
+        self._check_ports(plans)
+        self._check_memory(len(plans))
+        base, base_format, downloaded = self._base_image()
+        self.verdict = self._accel(base, base_format)
+        key_line = public_line(self._run_key())
+        token = f"{self.prefix}-{self.run_id}"
+        host_keys = {plan.name: self._prepare_node(plan, plans, base, base_format, key_line, token)
+                     for plan in plans}
+        t_start = time.monotonic()
+        for plan in plans:
+            self._start_vm(plan, base_format)
+        cluster = self._cluster(plans, host_keys)
+        self._wait_ready(cluster, plans, t_start + self.settings.boot_timeout)
+        cluster.state.update(image_downloaded=downloaded,
+                             boot_seconds=round(time.monotonic() - t_start, 1))
+        log.info("qemu: %d VMs ready (%s) %.1f s after start", len(plans), self.verdict.accel,
+                 time.monotonic() - t_start)
         return cluster
 
     def attach(self, cluster: Cluster) -> Cluster:
@@ -549,11 +528,6 @@ class QemuProvider(Provider):
         except ssh.SSHError as exc:
             raise ProviderError(f"qemu: reboot of {node.name}: {_one_line(exc)} "
                                 f"({_console_tail(console)})") from None
-
-    def destroy(self, cluster: Cluster | None) -> None:
-        state = cluster.state if cluster else {}
-        self._teardown(state.get("prefix", self.prefix),
-                       Path(state.get("work_dir", self.settings.work_dir)))
 
     # -- planning -----------------------------------------------------------------------
     def _plans(self) -> list[VMPlan]:
@@ -621,14 +595,6 @@ class QemuProvider(Provider):
         return verdict
 
     # -- keys and per-node files -----------------------------------------------------------
-    def _run_key(self) -> str:
-        """The run's SSH client key (ed25519) in run_dir; returns its public line."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        key = self.run_dir / "id_ed25519"
-        if not key.exists():
-            _keygen(key, f"k8sconf-run-{self.run_id}")
-        return " ".join(key.with_suffix(".pub").read_text().split()[:2])
-
     def _prepare_node(self, plan: VMPlan, plans: list[VMPlan], base: Path, base_format: str,
                       key_line: str, token: str) -> str:
         """Overlay, host key and config in the node dir; returns the host key's public line."""
@@ -637,8 +603,8 @@ class QemuProvider(Provider):
         (plan.dir / "prefix").write_text(self.prefix)  # marks the dir as ours for cleanup
         create_overlay(base, base_format, plan.disk)
         host_key = plan.dir / "ssh_host_ed25519_key"
-        _keygen(host_key, f"root@{plan.name}")
-        public = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+        keygen(host_key, f"root@{plan.name}", "qemu")
+        public = public_line(host_key)
         config = node_ignition(self.inventory, self.settings, plan, plans, key_line,
                                (host_key.read_text(), public), token,
                                slow=self.verdict is not None and self.verdict.accel == "tcg")
@@ -700,7 +666,8 @@ class QemuProvider(Provider):
             conn = self._wait_ssh(cluster, node, plan, deadline)
             try:
                 if self.settings.wait_for_etcd:
-                    self._wait_etcd(conn, plan, len(plans), deadline)
+                    wait_etcd(conn, len(plans), deadline, "qemu", interval=1,
+                              context=lambda plan=plan: _console_tail(plan.console))
             finally:
                 conn.close()
 
@@ -731,28 +698,6 @@ class QemuProvider(Provider):
                                 f"{_console_tail(plan.console)})")
         log.info("qemu: %s answers SSH (%.1f s)", node.name, time.monotonic() - started)
         return conn
-
-    def _wait_etcd(self, conn, plan: VMPlan, members: int, deadline: float) -> None:
-        from helpers.ssh import SSHError
-        check = ("curl -sf --max-time 3 http://127.0.0.1:4001/health && echo && "
-                 "curl -sf --max-time 3 http://127.0.0.1:4001/v2/members")
-        last = ""
-
-        def healthy() -> bool:
-            nonlocal last
-            try:
-                result = conn.run(check, timeout=15)
-            except SSHError as exc:
-                last = str(exc)
-                return False
-            last = (result.stdout + result.stderr).strip()
-            return result.ok and '"health":"true"' in last and \
-                last.count('"clientURLs"') == members
-        if not poll(healthy, timeout=deadline - time.monotonic(), interval=1):
-            raise ProviderError(f"qemu: etcd on {plan.name} not healthy with {members} "
-                                f"members in time (last answer: {_one_line(last)[-200:] or 'none'}; "
-                                f"{_console_tail(plan.console)})")
-        log.info("qemu: etcd on %s healthy with %d members", plan.name, members)
 
     # -- teardown -------------------------------------------------------------------------
     def _teardown(self, prefix: str, work_dir: Path) -> None:
@@ -815,15 +760,6 @@ def qmp_command(sock_path: Path, command: str, timeout: float = 10) -> dict:
             return answer
         except (OSError, ValueError) as exc:
             raise ProviderError(f"qemu: QMP {command} on {sock_path} failed: {exc}") from None
-
-
-def _keygen(path: Path, comment: str) -> None:
-    for stale in (path, path.with_suffix(".pub")):
-        stale.unlink(missing_ok=True)
-    proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
-                           "-f", str(path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ProviderError(f"qemu: ssh-keygen for {path} failed: {_one_line(proc.stderr)}")
 
 
 def _mem_available_mb() -> int | None:
