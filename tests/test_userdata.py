@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from helpers import spec
-from helpers.bootstrap import userdata
+from helpers.bootstrap import ignition, userdata
 from helpers.inventory import parse
+from helpers.providers import digitalocean, qemu
 
 INVENTORY = parse({"provider": "static",
                    "nodes": [{"name": "coreos-1", "role": "master", "public_ip": "192.0.2.1",
@@ -107,3 +108,42 @@ def test_unit_scripts_survive_systemd_specifiers_and_quoting():
         assert command.startswith('"') and command.endswith('"') and command.count('"') == 2
         assert "%" not in command.replace("%%", "")
     assert "$${COREOS_DIGITALOCEAN_IPV4_PRIVATE_0}" in units[userdata.METADATA_ENV_UNIT]
+
+
+def test_bootstrap_qemu_and_digitalocean_configs_come_from_the_one_renderer(tmp_path, monkeypatch):
+    """All three are ignition.MachineConfig's output: the same file renders the same, and each
+    config passes Ignition's own validator; so do the cloud-config twins."""
+    rendered: list[ignition.MachineConfig] = []
+    real = ignition.MachineConfig.ignition_dict
+    def spy(self):
+        rendered.append(self)
+        return real(self)
+    monkeypatch.setattr(ignition.MachineConfig, "ignition_dict", spy)
+    private, public = MASTER.host_key_private or "", MASTER.host_key_public or ""
+    vm = qemu.QemuProvider(parse({"provider": "qemu", "bootstrap": {"enabled": False},
+                                  "qemu": {"image_path": "/images/base.qcow2",
+                                           "work_dir": str(tmp_path / "work"),
+                                           "cache_dir": str(tmp_path / "cache")}}),
+                           tmp_path / "run", "r1")
+    plans = vm._plans()
+    configs = {
+        "bootstrap": json.loads(userdata.ignition(INVENTORY, MASTER, MACHINES, KEYS)),
+        "qemu": qemu.node_ignition(vm.inventory, vm.settings, plans[0], plans, KEYS[0],
+                                   (private, public), "k8sconf-r1", False),
+        "digitalocean": json.loads(digitalocean.render_user_data(
+            "ignition", "core", KEYS, private, public, "beef")),
+    }
+    assert len(rendered) == 3
+    pub = "/etc/ssh/ssh_host_ed25519_key.pub"
+    for name, config in configs.items():
+        assert validate(json.dumps(config)).returncode == 0, name
+        assert config["passwd"] == {"users": [{"name": "core", "sshAuthorizedKeys": KEYS}]}
+        assert all(u["enabled"] is True for u in config["systemd"]["units"]), name
+        assert next(f for f in config["storage"]["files"] if f["path"] == pub) == \
+            {"path": pub, "mode": 0o644, "overwrite": True,
+             "contents": {"source": "data:," + urllib.parse.quote(public + "\n")}}, name
+    twins = [yaml.safe_load(userdata.cloud_config(INVENTORY, MASTER, MACHINES, KEYS)),
+             yaml.safe_load(digitalocean.render_user_data("cloud-config", "core", KEYS, private,
+                                                          public, "beef"))]
+    assert [next(f for f in twin["write_files"] if f["path"] == pub) for twin in twins] == \
+        [{"path": pub, "permissions": "0644", "content": public + "\n"}] * 2

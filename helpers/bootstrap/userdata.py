@@ -1,22 +1,20 @@
 """The guide's own next step: nodes that install themselves at boot.
 
 The same spec and unit rendering as the SSH bootstrap, carried as Flatcar Ignition
-(spec 3.3) JSON or as legacy CoreOS cloud-config, with a oneshot unit that fetches
-/opt/bin from the artifacts URL and checks its sha256 before anything needs it.
+(spec 3.3) JSON or as legacy CoreOS cloud-config (both rendered by ignition.py), with a
+oneshot unit that fetches /opt/bin from the artifacts URL and checks its sha256 before
+anything needs it.
 """
 from __future__ import annotations
 
-import json
-import urllib.parse
 from dataclasses import dataclass
-
-import yaml
 
 from helpers import spec
 from helpers.bootstrap import units as units_mod
+from helpers.bootstrap.ignition import VERSION, MachineConfig
 from helpers.inventory import Inventory
 
-IGNITION_VERSION = "3.3.0"
+IGNITION_VERSION = VERSION
 MAX_USER_DATA = 64 * 1024  # DigitalOcean's limit
 FETCH_UNIT = "opt-bin.service"
 METADATA_ENV_UNIT = "coreos-environment.service"
@@ -107,32 +105,20 @@ def _files(node: NodeIdentity) -> list[tuple[str, str, int]]:
     return files
 
 
+def node_config(inventory: Inventory, node: NodeIdentity, machines: list[str],
+                ssh_keys: list[str]) -> MachineConfig:
+    return MachineConfig(inventory.ssh.user, ssh_keys, _files(node),
+                         list(node_units(inventory, node, machines).items()), hostname=node.name)
+
+
 def ignition(inventory: Inventory, node: NodeIdentity, machines: list[str],
              ssh_keys: list[str]) -> str:
-    config = {
-        "ignition": {"version": IGNITION_VERSION},
-        "passwd": {"users": [{"name": inventory.ssh.user, "sshAuthorizedKeys": ssh_keys}]},
-        "storage": {"files": [
-            {"path": path, "mode": mode, "overwrite": True,
-             "contents": {"source": "data:," + urllib.parse.quote(text)}}
-            for path, text, mode in _files(node)]},
-        "systemd": {"units": [{"name": name, "enabled": True, "contents": text}
-                              for name, text in node_units(inventory, node, machines).items()]},
-    }
-    return _bounded(json.dumps(config, separators=(",", ":")), node)
+    return _bounded(node_config(inventory, node, machines, ssh_keys).ignition(), node)
 
 
 def cloud_config(inventory: Inventory, node: NodeIdentity, machines: list[str],
                  ssh_keys: list[str]) -> str:
-    config = {
-        "hostname": node.name,
-        "ssh_authorized_keys": ssh_keys,
-        "write_files": [{"path": path, "permissions": f"0{mode:o}", "content": text}
-                        for path, text, mode in _files(node)],
-        "coreos": {"units": [{"name": name, "enable": True, "command": "start", "content": text}
-                             for name, text in node_units(inventory, node, machines).items()]},
-    }
-    return _bounded("#cloud-config\n" + yaml.safe_dump(config, sort_keys=False), node)
+    return _bounded(node_config(inventory, node, machines, ssh_keys).cloud_config(), node)
 
 
 def _bounded(text: str, node: NodeIdentity) -> str:

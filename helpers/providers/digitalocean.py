@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import email.utils
 import ipaddress
-import json
 import logging
 import os
 import random
@@ -69,6 +68,7 @@ from azure.core.pipeline import policies
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
 
+from helpers.bootstrap.ignition import MachineConfig
 from helpers.inventory import DigitalOceanSettings, Inventory
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
 from helpers.providers.static import reboot_over_ssh
@@ -83,7 +83,6 @@ PROJECT_TAG = "k8s-coreos-conformance"
 RUN_TAG_PREFIX = "k8sconf-run-"
 MAX_USER_DATA = 64 * 1024                  # DigitalOcean's limit, in bytes
 MAX_PER_CREATE = 10                        # names in one POST /v2/droplets
-IGNITION_VERSION = "3.3.0"
 IDENTITY_UNIT = "k8sconf-identity.service"
 IDENTITY_SCRIPT = "/etc/k8sconf/identity.sh"
 HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
@@ -509,40 +508,11 @@ def render_user_data(kind: str, user: str, authorized_keys: list[str], host_key_
     files = [(HOST_KEY_PATH, host_key_private, 0o600),
              (HOST_KEY_PATH + ".pub", host_key_public + "\n", 0o644),
              (IDENTITY_SCRIPT, _identity_script(suffix), 0o755)]
-    unit = _identity_unit()
+    config = MachineConfig(user, authorized_keys, files, [(IDENTITY_UNIT, _identity_unit())])
     if kind == "ignition":
-        config = {
-            "ignition": {"version": IGNITION_VERSION},
-            "passwd": {"users": [{"name": user, "sshAuthorizedKeys": authorized_keys}]},
-            "storage": {"files": [
-                {"path": path, "mode": mode, "overwrite": True,
-                 "contents": {"source": "data:," + urllib.parse.quote(text)}}
-                for path, text, mode in files]},
-            "systemd": {"units": [{"name": IDENTITY_UNIT, "enabled": True, "contents": unit}]},
-        }
-        return json.dumps(config, separators=(",", ":"))
+        return config.ignition()
     if kind == "cloud-config":
-        import yaml
-
-        class Dumper(yaml.SafeDumper):
-            pass
-
-        def text(dumper, value):  # multi-line strings as literal blocks, as people write them
-            style = "|" if "\n" in value else None
-            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-        Dumper.add_representer(str, text)
-        config = {
-            "ssh_authorized_keys": list(authorized_keys),
-            "users": [{"name": user, "ssh-authorized-keys": list(authorized_keys)}]
-            if user != "core" else [],
-            "write_files": [{"path": path, "permissions": f"0{mode:o}", "content": text}
-                            for path, text, mode in files],
-            "coreos": {"units": [{"name": IDENTITY_UNIT, "enable": True, "command": "start",
-                                  "content": unit}]},
-        }
-        if not config["users"]:
-            del config["users"]
-        return "#cloud-config\n" + yaml.dump(config, Dumper=Dumper, sort_keys=False)
+        return config.cloud_config()
     raise ProviderError(f"digitalocean: unknown user_data kind {kind!r}")
 
 

@@ -77,11 +77,12 @@ import subprocess
 import tarfile
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from helpers.bootstrap import userdata
+from helpers.bootstrap.ignition import MachineConfig
 from helpers.inventory import Inventory, QemuSettings
 from helpers.providers.base import Cluster, Node, ProviderError, ProviderUnavailable
 from helpers.providers.machines import MachineProvider, hosts_file, keygen, public_line, wait_etcd
@@ -274,10 +275,6 @@ def qemu_command(plan: VMPlan, settings: QemuSettings, accel: str, base_format: 
 
 # -- the node's configuration ----------------------------------------------------------
 
-def _data_url(text: str) -> str:
-    return "data:," + urllib.parse.quote(text)
-
-
 def _network_file(mac: str, address: str, prefixlen: int, gateway: str | None = None,
                   dns: str | None = None) -> str:
     # IPv4 only, as the guide: no link-local or router-advertised IPv6 to wait for
@@ -326,36 +323,24 @@ def node_ignition(inventory: Inventory, settings: QemuSettings, plan: VMPlan,
     machines = [p.private_ip for p in plans]
     boot = inventory.bootstrap
     if boot.enabled and boot.mode == "cloud-config":   # the node installs the guide itself
-        config = json.loads(userdata.ignition(inventory, identity, machines, [ssh_key_line]))
+        base = userdata.node_config(inventory, identity, machines, [ssh_key_line])
+        userdata._bounded(base.ignition(), identity)   # refused over 64 KiB, as before
     else:
-        config = {
-            "ignition": {"version": userdata.IGNITION_VERSION},
-            "passwd": {"users": [{"name": inventory.ssh.user,
-                                  "sshAuthorizedKeys": [ssh_key_line]}]},
-            "storage": {"files": [
-                {"path": path, "mode": mode, "overwrite": True,
-                 "contents": {"source": _data_url(text)}}
-                for path, text, mode in userdata._files(identity)]},
-            "systemd": {"units": []},
-        }
+        base = MachineConfig(inventory.ssh.user, [ssh_key_line], userdata._files(identity))
     gateway, dns = user_net_addresses(settings.public_network)
     extra_files = [
-        ("/etc/hosts", hosts_file(plans)),
+        ("/etc/hosts", hosts_file(plans), 0o644),
         ("/etc/systemd/network/10-k8sconf-public.network",
          _network_file(plan.public_mac, plan.public_ip, settings.public_network.prefixlen,
-                       gateway, dns)),
+                       gateway, dns), 0o644),
         ("/etc/systemd/network/10-k8sconf-private.network",
-         _network_file(plan.private_mac, plan.private_ip, settings.private_network.prefixlen)),
+         _network_file(plan.private_mac, plan.private_ip, settings.private_network.prefixlen),
+         0o644),
     ]
-    config.setdefault("storage", {}).setdefault("files", []).extend(
-        {"path": path, "mode": 0o644, "overwrite": True, "contents": {"source": _data_url(text)}}
-        for path, text in extra_files)
-    config.setdefault("systemd", {}).setdefault("units", []).append(
-        {"name": ETCD_UNIT, "enabled": True,
-         "dropins": [{"name": ETCD_DROPIN,
-                      "contents": _etcd_dropin(etcd_environment(plan, plans, etcd_token,
-                                                                slow))}]})
-    return config
+    etcd = _etcd_dropin(etcd_environment(plan, plans, etcd_token, slow))
+    return replace(base, files=[*base.files, *extra_files],
+                   units=[*base.units, (ETCD_UNIT, None)],
+                   dropins=[*base.dropins, (ETCD_UNIT, ETCD_DROPIN, etcd)]).ignition_dict()
 
 
 def _decode_source(source: str) -> bytes:
