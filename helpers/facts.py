@@ -1,15 +1,21 @@
 """Everything the checks need from the nodes, gathered once per run in three rounds.
 
+What is gathered is what the selected checks declared (helpers/probes.py: a `Plan`): the
+suites declare their own probes; this module declares the ones its parsers read, and
+marks each parser with them (`@reads`).
+
 1. facts: each node runs one script that prints labelled sections (and starts the
    data plane's probe container); every section is bounded by `timeout`, so one stuck
    tool cannot hang the rest;
 2. pings: from each probe container's network namespace, every other node's probe;
 3. the probe containers are ended (Docker removes them: --rm).
+Rounds 2 and 3 run only when a selected check reads the pings.
 
 Each round runs on every node at once: a round takes the slowest node's time, as long
-as the nodes have the CPU (a container start is most of a node's cost). The checks assert on the parsed sections and attach the raw text of the ones
-they used as evidence; the controller writes the result to a JSON file that xdist
-workers read, so `-n N` costs the nodes no more than a serial run.
+as the nodes have the CPU (a container start is most of a node's cost). The checks
+assert on the parsed sections and attach the raw text of the ones they used as
+evidence; the controller writes the result to a JSON file that xdist workers read, so
+`-n N` costs the nodes no more than a serial run.
 """
 from __future__ import annotations
 
@@ -22,8 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import spec
+from helpers import probes, spec
+from helpers.paths import ROOT
+from helpers.probes import HTTP_TIMEOUT, Http, Plan, Probe, reads
 from helpers.providers.base import Cluster, Node
+
+SUITES = ROOT / "suites"
 
 MARK = "@@k8sconf-section "
 PER_SECTION_TIMEOUT = 20  # generous: a loaded 2-core CI machine is slow, not broken
@@ -49,21 +59,63 @@ class FactsError(Exception):
     """A node's answer could not be read; the check that needed it fails with this."""
 
 
-HTTP_TIMEOUT = 5   # seconds per request; the requests of a node run at once
+# -- the probes this module's parsers read (the suites declare the rest beside their checks)
+_UNITS = " ".join(u.name for u in spec.UNITS) + " etcd.service"
+SHOW = Probe("show", f"systemctl show {_UNITS} -p {SHOW_PROPERTIES}")
+UNIT_FILES = Probe("unit_files", f"cd {spec.UNIT_DIR} && for u in {_UNITS}; do [ -f $u ] && "
+                                 "{ echo \"### $u\"; cat $u; }; done")
+JOURNAL = Probe("journal", f"for u in {_UNITS}; do echo \"### $u\"; "
+                           "journalctl -b -u $u -n 12 --no-pager -o short-monotonic; done")
+WANTS = Probe("wants", f"ls {spec.UNIT_DIR}/{spec.WANTED_BY}.wants/")
+FAILED = Probe("failed", "systemctl list-units --failed --plain --no-legend --no-pager")
+# systemd's own words on each exit of a unit's main process, and each restart
+UNIT_EXITS = Probe("unit_exits", "journalctl -b _PID=1 -o cat --no-pager | grep -E "
+                   "'[.]service: (Main process exited|Scheduled restart job)' | tail -n 40")
+IP_ADDR = Probe("ip_addr", "ip -j addr")
+LISTEN = Probe("listen", "ss -Hltunp")
+PROCESS_UNITS = Probe("process_units", "ps -e -o pid=,unit=")
+# read again alone, the counter that opens the pings' window would close it on itself and
+# turn every drop into a transient failure
+FORWARD_RULES = Probe("forward_rules", "iptables -w -S FORWARD; iptables -w -L FORWARD -v -n "
+                      "-x | head -n 1", rereadable=False)
+BINARIES = Probe("binaries", f"cd {spec.BIN_DIR} && sha256sum *")
+# `<name> <first line of its -version>` per binary present: what runs on this node
+BINARY_VERSIONS = Probe(
+    "binary_versions", f"cd {spec.BIN_DIR} && for b in {' '.join(spec.VERSIONED_BINARIES)}; "
+    "do [ -x $b ] && echo \"$b $(timeout 5 ./$b -version 2>&1 | head -n 1)\"; done; true")
+# the data plane's: gather_cluster starts the container and fills in the rest itself
+PROBE_CONTAINER = Probe("probe_container", rereadable=False)
+FORWARD_AFTER = Probe("forward_after", rereadable=False)
+PINGS = Probe("pings", rereadable=False, needs=(PROBE_CONTAINER, FORWARD_RULES, FORWARD_AFTER))
+# several suites read these
+SUBNET_ENV = Probe("subnet_env", f"cat {spec.SUBNET_ENV}")
+ETCD_CONFIG = Probe("etcd_config",
+                    lambda at: Http(f"{at.etcd}/v2/keys{spec.NETWORK_CONFIG_KEY}"))
+LOCAL_API = Probe("local_api", lambda at: Http(f"{at.api}/healthz"))
+# the report's environment: gathered on every run
+VERSIONS = Probe("versions", VERSIONS_COMMAND)
+DOCKER_VERSION = Probe("docker_version", "docker version --format '{{.Server.Version}}'")
+ALWAYS = (VERSIONS, DOCKER_VERSION)
 
 
-class Http(str):
-    """A section that is one HTTP GET: its text is the body, then the status code on
-    its own line ("000" when nothing answered). The script fetches all of a node's
-    with one curl process (see _http_block); as a command of its own, it is this."""
+def full_plan() -> Plan:
+    """Every probe of every suite: what a run of the whole suite gathers."""
+    modules = probes.load(SUITES.glob("test_*.py"))
+    return probes.plan({module: () for module in modules}, ALWAYS)
 
-    url: str
 
-    def __new__(cls, url: str):
-        self = super().__new__(cls, f"curl -s -m {HTTP_TIMEOUT} -w '\\n%{{http_code}}' "
-                                    f"{shlex.quote(url)}")
-        self.url = url
-        return self
+def section_commands(node: Node, cluster: Cluster, guide: dict,
+                     plan: Plan | None = None) -> dict[str, str]:
+    """Each section's command as the facts script runs it (the data plane's aside), for
+    the plan's probes (every suite's by default)."""
+    return (plan or full_plan()).sections(node, cluster, guide)
+
+
+def rereadable(node: Node, cluster: Cluster, guide: dict, plan: Plan) -> tuple[str, ...]:
+    """The sections one round trip can read again: all but those the data plane's rounds
+    fill in (see FORWARD_RULES)."""
+    return tuple(name for name in plan.sections(node, cluster, guide)
+                 if (probe := plan.probe_of(name)) is not None and probe.rereadable)
 
 
 def _http_block(fetches: dict[str, Http]) -> str:
@@ -99,94 +151,6 @@ def _probe_start(probe: str) -> str:
             "&& echo \"pid $1\" && echo \"mac $2\"")
 
 
-def _sections(node: Node, cluster: Cluster, guide: dict,
-              probe: str | None = None) -> dict[str, str]:
-    units = " ".join(u.name for u in spec.UNITS) + " etcd.service"
-    etcd = guide["etcd_endpoint"]
-    api = f"http://{guide['apiserver_address']}:{guide['apiserver_port']}"
-    port = guide["apiserver_port"]
-    kubelet = guide["kubelet_port"]
-    sections = {
-        "boot_id": "cat /proc/sys/kernel/random/boot_id",
-        "versions": VERSIONS_COMMAND,
-        "environment": f"cat {spec.NODE_ENVIRONMENT}",
-        "unit_files": f"cd {spec.UNIT_DIR} && for u in {units}; do [ -f $u ] && "
-                      "{ echo \"### $u\"; cat $u; }; done",
-        "show": f"systemctl show {units} -p {SHOW_PROPERTIES}",
-        "wants": f"ls {spec.UNIT_DIR}/{spec.WANTED_BY}.wants/",
-        "failed": "systemctl list-units --failed --plain --no-legend --no-pager",
-        # systemd's own words on each exit of a unit's main process, and each restart
-        "unit_exits": "journalctl -b _PID=1 -o cat --no-pager | grep -E "
-                      "'[.]service: (Main process exited|Scheduled restart job)' | tail -n 40",
-        "journal": f"for u in {units}; do echo \"### $u\"; "
-                   "journalctl -b -u $u -n 12 --no-pager -o short-monotonic; done",
-        # glog's error lines (E1203 ...): the kubelet's last words on why a pod did not run
-        # (about pods and containers: not its start-up's garbage collection before Docker)
-        "kubelet_errors": "journalctl -b -u kubelet.service --no-pager -o cat | "
-                          "grep -E '^E[0-9]{4} ' | grep -iE 'pod|container' | tail -n 4",
-        "subnet_env": f"cat {spec.SUBNET_ENV}",
-        "ip_addr": "ip -j addr",
-        "ip_route": "ip route",
-        "listen": "ss -Hltunp",
-        "process_units": "ps -e -o pid=,unit=",
-        "forward_rules": "iptables -w -S FORWARD; iptables -w -L FORWARD -v -n -x | head -n 1",
-        "docker_ps": "docker ps -a --format '{{.ID}} {{.Image}} {{.Names}} {{.Status}}'",
-        "pause_image": (f"docker image inspect {spec.PAUSE_IMAGE} --format "
-                        f"'{{{{index .Config.Labels \"{spec.PRELOAD_LABEL}\"}}}}'"),
-        # what the v0.7 kubelet sends to start a container (unversioned, with a body), and
-        # the same request under Docker 1.3's API: only the version differs
-        "docker_start_request": "; ".join(
-            f"curl -s -m {HTTP_TIMEOUT} --unix-socket {spec.DOCKER_SOCKET} -X POST -H "
-            f"'Content-Type: application/json' -d '{{\"PortBindings\": {{}}}}' "
-            f"-w '\\n@@status %{{http_code}}\\n' "
-            f"http://docker{prefix}/containers/k8sconf-none/start"
-            for prefix in ("", "/v1.15")),
-        "docker_version": "docker version --format '{{.Server.Version}}'",
-        "docker_network": "docker network inspect bridge",
-        "binaries": f"cd {spec.BIN_DIR} && sha256sum *",
-        # `<name> <first line of its -version>` per binary present: what runs on this node
-        "binary_versions": f"cd {spec.BIN_DIR} && for b in {' '.join(spec.VERSIONED_BINARIES)}; "
-                           "do [ -x $b ] && echo \"$b $(timeout 5 ./$b -version 2>&1 | "
-                           "head -n 1)\"; done; true",
-        "etcd_config": Http(f"{etcd}/v2/keys{spec.NETWORK_CONFIG_KEY}"),
-        "etcd_subnets": Http(f"{etcd}/v2/keys{spec.SUBNETS_KEY}?recursive=true"),
-        "etcd_health": Http(f"{etcd}/health"),
-        "etcd_members": Http(f"{etcd}/v2/members"),
-        "etcd_self": Http(f"{etcd}/v2/stats/self"),
-        "kubelet_health": Http(f"http://{node.private_ip}:{kubelet}/healthz"),
-        "local_api": Http(f"{api}/healthz"),
-    }
-    if node.is_master:
-        sections.update({
-            "api_minions": Http(f"{api}/api/v1beta1/minions"),
-            "kubecfg_minions": f"{spec.BIN_DIR}/kubecfg -h {api} list minions",
-            "kubecfg_version": f"{spec.BIN_DIR}/kubecfg -version",
-            "api_on_public": Http(f"http://{node.public_ip}:{port}/healthz"),
-            "api_on_private": Http(f"http://{node.private_ip}:{port}/healthz"),
-        })
-        for other in cluster.nodes:
-            sections[f"kubelet_from_master {other.name}"] = Http(
-                f"http://{other.private_ip}:{kubelet}/healthz")
-            sections[f"kubelet_public {other.name}"] = Http(
-                f"http://{other.public_ip}:{kubelet}/healthz")
-    if probe:
-        sections["probe_container"] = _probe_start(probe)
-    return sections
-
-
-def section_commands(node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:
-    """Each section's command as the facts script runs it (the data plane's probe aside)."""
-    return _sections(node, cluster, guide)
-
-
-def rereadable(node: Node, cluster: Cluster, guide: dict) -> tuple[str, ...]:
-    """The sections one round trip can read again: all but the data plane's (the probe
-    container and the pings between them take their own rounds), and the FORWARD counter
-    that opens the pings' window (read again alone, it would close the window on itself
-    and turn every drop into a transient failure)."""
-    return tuple(name for name in _sections(node, cluster, guide) if name != "forward_rules")
-
-
 def _section(name: str, command: str) -> str:
     # the newline before the rc mark ends output that has none (curl's status code);
     # SIGKILL at the deadline: a docker client forwards SIGTERM and keeps printing
@@ -207,22 +171,24 @@ def _in_background(sections: dict[str, str], foreground: list[str]) -> list[str]
     return start + foreground + collect
 
 
-def script(node: Node, cluster: Cluster, guide: dict, probe: str | None = None,
+def script(node: Node, cluster: Cluster, guide: dict, plan: Plan, probe: str | None = None,
            only: tuple[str, ...] = ()) -> str:
-    """The facts script; `only`: just these sections (a re-read of a few answers)."""
+    """The facts script for the plan's probes; `probe`: the data plane's container to
+    start; `only`: just these sections (a re-read of a few answers)."""
     parts, fetches, background = [], {}, {}
-    for name, command in _sections(node, cluster, guide, probe).items():
+    sections = plan.sections(node, cluster, guide)
+    if probe and PROBE_CONTAINER in plan:
+        background[str(PROBE_CONTAINER)] = _probe_start(probe)
+    for name, command in sections.items():
         if only and name not in only:
             continue
         if isinstance(command, Http):
             fetches[name] = command
-        elif name == "probe_container":
-            background[name] = command
         else:
             parts.append(_section(name, command))
     if fetches:
         parts.append(_http_block(fetches))
-    if background:
+    if background and (not only or PROBE_CONTAINER in only):
         parts = _in_background(background, parts)
     return "\n".join(parts)
 
@@ -339,12 +305,15 @@ class NodeFacts:
         return self.rc.get(name, -1) == 0
 
     # -- systemd -------------------------------------------------------------------
+    @reads(SHOW)
     def units(self) -> dict[str, dict[str, str]]:
         return parse_show(self.section("show"))
 
+    @reads(SHOW)
     def unit(self, name: str) -> dict[str, str]:
         return self.units().get(name, {})
 
+    @reads(UNIT_EXITS)
     def last_exit(self, name: str) -> str:
         """systemd's last "Main process exited, code=..., status=..." for the unit since
         boot ("" when its main process never exited)."""
@@ -352,16 +321,20 @@ class NodeFacts:
                  if line.startswith(f"{name}: Main process exited")]
         return exits[-1] if exits else ""
 
+    @reads(UNIT_FILES)
     def unit_file(self, name: str) -> str:
         return _subsection(self.section("unit_files"), name)
 
+    @reads(JOURNAL)
     def journal(self, name: str) -> str:
         return _subsection(self.section("journal"), name)
 
     # builtins.set: inside this class, `set` is NodeFacts.set
+    @reads(WANTS)
     def wanted_by_multi_user(self) -> builtins.set[str]:
         return set(self.section("wants").split())
 
+    @reads(FAILED)
     def failed_units(self) -> list[str]:
         return [line.split()[0] for line in self.section("failed").splitlines() if line.split()]
 
@@ -382,6 +355,7 @@ class NodeFacts:
             raise FactsError(f"{self.node.name}: `{name}` did not answer JSON: "
                              f"{self.section(name)[:200]!r}") from None
 
+    @reads(IP_ADDR)
     def addresses(self, ifname: str) -> list[str]:
         links = self.json("ip_addr")
         if not isinstance(links, list):
@@ -390,6 +364,7 @@ class NodeFacts:
                 for link in links if isinstance(link, dict) and link.get("ifname") == ifname
                 for a in link.get("addr_info", []) if a.get("family") == "inet"]
 
+    @reads(LISTEN, PROCESS_UNITS)
     def sockets(self) -> list["Socket"]:
         """Every listening TCP and bound UDP socket (`ss -Hltunp`), with its processes'
         pids and, from `ps -o unit`, the systemd unit each pid runs in."""
@@ -409,6 +384,7 @@ class NodeFacts:
                                 tuple(dict.fromkeys(units.get(p, "?") for p in pids))))
         return found
 
+    @reads(IP_ADDR)
     def brief_addresses(self) -> str:
         """`ip -br addr` from `ip -j addr`: a line per interface, where the JSON is a
         kilobyte per interface."""
@@ -425,28 +401,34 @@ class NodeFacts:
                             f"mtu {link.get('mtu', '?'):<6} {' '.join(addrs)}")
         return "\n".join(rows)
 
+    @reads(LISTEN, PROCESS_UNITS)
     def listening(self) -> builtins.set[str]:
         """TCP addresses:ports something listens on."""
         return {s.local for s in self.sockets() if s.proto == "tcp"}
 
+    @reads(LISTEN, PROCESS_UNITS)
     def listening_processes(self) -> dict[str, str]:
         """{listening TCP address:port: pid of its process}."""
         return {s.local: (s.pids[0] if s.pids else "") for s in self.sockets()
                 if s.proto == "tcp"}
 
+    @reads(LISTEN, PROCESS_UNITS)
     def sockets_of(self, unit: str) -> list["Socket"]:
         return [s for s in self.sockets() if unit in s.units]
 
+    @reads(FORWARD_RULES)
     def forward_policy(self, text: str | None = None) -> tuple[str, int]:
         """(policy, packets it dropped) from `iptables -L FORWARD -v` 's first line."""
         found = re.search(r"Chain FORWARD \(policy (\w+) (\d+) packets",
                           self.section("forward_rules") if text is None else text)
         return (found.group(1), int(found.group(2))) if found else ("", -1)
 
+    @reads(PROBE_CONTAINER)
     def probe_mtu(self) -> str:
         found = re.search(r"^\d+: eth0\S*: .*?\bmtu (\d+)", self.section("probe_container"), re.M)
         return found.group(1) if found and self.ok("probe_container") else ""
 
+    @reads(PROBE_CONTAINER)
     def probe_macs(self) -> tuple[str, str]:
         """(MAC of the eth0 read in the netns, MAC Docker gave the container)."""
         text = self.section("probe_container")
@@ -462,11 +444,13 @@ class NodeFacts:
             body, status = self.section(name), "0"
         return HttpAnswer(int(status), body)
 
+    @reads(PROBE_CONTAINER)
     def probe_address(self) -> str:
         """The probe container's IPv4 (`ip -4 -o addr show eth0`: "... inet A.B.C.D/N")."""
         found = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", self.section("probe_container"))
         return found.group(1) if found and self.ok("probe_container") else ""
 
+    @reads(PROBE_CONTAINER)
     def probe_pid(self) -> str:
         found = re.search(r"^pid (\d+)$", self.section("probe_container"), re.M)
         return found.group(1) if found and self.ok("probe_container") else ""
@@ -498,6 +482,7 @@ class NodeFacts:
                 reached[fields[0]] = fields[2] == "ok"
         return reached
 
+    @reads(BINARY_VERSIONS)
     def binary_versions(self) -> dict[str, str]:
         """{binary: the first line its -version printed on the node}."""
         found = {}
@@ -507,6 +492,7 @@ class NodeFacts:
                 found[name] = version.strip()
         return found
 
+    @reads(BINARIES)
     def checksums(self) -> dict[str, str]:
         sums = {}
         for line in self.section("binaries").splitlines():
@@ -531,12 +517,12 @@ def _subsection(text: str, name: str) -> str:
 Gathered = dict[str, "NodeFacts | FactsError"]
 
 
-def gather(connection, node: Node, cluster: Cluster, guide: dict, timeout: float,
+def gather(connection, node: Node, cluster: Cluster, guide: dict, timeout: float, plan: Plan,
            probe: str | None = None, only: tuple[str, ...] = ()) -> NodeFacts:
     """One node's facts in one round trip; an unreadable node raises FactsError."""
     from helpers.ssh import SSHError
     try:
-        result = connection.run(script(node, cluster, guide, probe, only), sudo=True,
+        result = connection.run(script(node, cluster, guide, plan, probe, only), sudo=True,
                                 timeout=timeout, label="the facts script")
     except SSHError as exc:
         raise FactsError(str(exc)) from None
@@ -563,12 +549,13 @@ def ping_script(pid: str, targets: dict[str, str]) -> str:
             f"echo \"forward-after $({FORWARD_COUNTER})\"")
 
 
-def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float,
+def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float, plan: Plan,
                    only: tuple[str, ...] = ()) -> Gathered:
     """Every node's facts, its pings to every other node's container, in three rounds
-    (facts + probe start, pings, probe removal), each on all nodes at once; `only`: just
-    these sections in the first round (the benchmark's baseline reads the rest itself)."""
-    probe = f"k8sconf-probe-{secrets.token_hex(3)}"
+    (facts + probe start, pings, probe removal), each on all nodes at once; the last two
+    only when the plan has the data plane's probe container. `only`: just these sections
+    in the first round (the benchmark's baseline reads the rest itself)."""
+    probe = f"k8sconf-probe-{secrets.token_hex(3)}" if PROBE_CONTAINER in plan else None
     nodes = {n.name: n for n in cluster.nodes}
 
     def each(action, names):
@@ -577,7 +564,8 @@ def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float,
 
     def facts_of(name):
         try:
-            return gather(connections[name], nodes[name], cluster, guide, timeout, probe, only)
+            return gather(connections[name], nodes[name], cluster, guide, timeout, plan, probe,
+                          only)
         except FactsError as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - one unreadable node fails its checks only
@@ -585,17 +573,17 @@ def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float,
 
     found: Gathered = each(facts_of, list(nodes))
     readable = {n: f for n, f in found.items() if isinstance(f, NodeFacts)}
-    probes = {n: f for n, f in readable.items() if f.probe_address() and f.probe_pid()}
-    targets = {n: f.probe_address() for n, f in probes.items()}
+    containers = {n: f for n, f in readable.items() if f.probe_address() and f.probe_pid()}
+    targets = {n: f.probe_address() for n, f in containers.items()}
 
     def pings(name):
         others = {o: ip for o, ip in targets.items() if o != name}
         try:
-            result = connections[name].run(ping_script(probes[name].probe_pid(), others),
+            result = connections[name].run(ping_script(containers[name].probe_pid(), others),
                                            sudo=True, timeout=timeout, label="the pings")
-            probes[name].set("pings", result.stdout + result.stderr, result.rc)
+            containers[name].set("pings", result.stdout + result.stderr, result.rc)
         except Exception as exc:  # noqa: BLE001 - the node's own data-plane check says so
-            probes[name].set("pings", str(exc), -1)
+            containers[name].set("pings", str(exc), -1)
 
     def remove(name):
         # its init, by pid; --rm has Docker remove the container (and dockerd does that
@@ -604,14 +592,14 @@ def gather_cluster(cluster: Cluster, connections, guide: dict, timeout: float,
         # pings a node's policy drops are the other nodes', sent while it ran its own.
         try:
             result = connections[name].run(
-                f"(kill -KILL {probes[name].probe_pid()} || docker rm -f {probe}) "
+                f"(kill -KILL {containers[name].probe_pid()} || docker rm -f {probe}) "
                 f">/dev/null 2>&1; {FORWARD_COUNTER}", sudo=True, timeout=timeout)
-            probes[name].set("forward_after", result.stdout, result.rc)
+            containers[name].set("forward_after", result.stdout, result.rc)
         except Exception:  # noqa: BLE001 - its bounded sleep ends it anyway
             pass
 
-    each(pings, list(probes))
-    each(remove, list(probes))
+    each(pings, list(containers))
+    each(remove, list(containers))
     return found
 
 

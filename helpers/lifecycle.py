@@ -26,6 +26,7 @@ from helpers.bootstrap.steps import StepLog
 from helpers.interrupts import Interrupts
 from helpers.inventory import Inventory
 from helpers.paths import REPORTS
+from helpers.probes import Plan
 from helpers.providers import Cluster, Provider, ProviderError, ProviderUnavailable, provider_class
 from helpers.ssh import Connection, SSHError
 
@@ -88,8 +89,11 @@ class ClusterLifecycle:
     """Create → bootstrap → (checks) → destroy, as the controller drives it."""
 
     def __init__(self, inventory: Inventory, inventory_path: Path, *, keep: bool,
-                 reuse: bool, bootstrap: bool, progress=None, require_real: bool = False):
+                 reuse: bool, bootstrap: bool, progress=None, require_real: bool = False,
+                 plan: Plan | None = None):
         self.inventory, self.inventory_path = inventory, inventory_path
+        # what the selected checks read: all of it, unless a run says otherwise
+        self.plan = plan or facts_mod.full_plan()
         self.keep, self.reuse, self.do_bootstrap = keep, reuse, bootstrap
         self.require_real = require_real
         self.progress = progress or (lambda step: None)
@@ -162,9 +166,11 @@ class ClusterLifecycle:
                 state["error"] = f"{type(exc).__name__}: {exc}"
             if self.cluster and not state.get("error"):
                 standins = (state.get("binaries") or {}).get("standins", False)
+                wanted = workload.PODS in self.plan
                 state["workload"] = ("not run: the stand-ins start no containers" if standins
-                                     else "ran")
-                found = self._gather_facts(connections, with_workload=not standins)
+                                     else "ran" if wanted else
+                                     "not run: no selected check reads its pods")
+                found = self._gather_facts(connections, with_workload=wanted and not standins)
                 state["node_os"] = self._node_versions(found)
                 state["node_versions"] = {name: self._versions_of(f) for name, f in found.items()
                                           if isinstance(f, facts_mod.NodeFacts)}
@@ -257,8 +263,11 @@ class ClusterLifecycle:
                     work = workload.run(self.cluster, connections, guide, timeout)
                 except SSHError as exc:   # the workload checks report it
                     work = {self.cluster.master.name: {"pods_created": f"not run: {exc}"}}
-        with self.steps.step("gather facts for the checks (3 rounds, all nodes at once)"):
-            found = facts_mod.gather_cluster(self.cluster, connections, guide, timeout)
+        rounds = "3 rounds" if facts_mod.PROBE_CONTAINER in self.plan else "1 round"
+        with self.steps.step(f"gather facts for the checks ({len(self.plan.probes)} probes, "
+                             f"{rounds}, all nodes at once)"):
+            found = facts_mod.gather_cluster(self.cluster, connections, guide, timeout,
+                                             self.plan)
             for name, sections in work.items():
                 if isinstance(node_facts := found.get(name), facts_mod.NodeFacts):
                     for section, text in sections.items():

@@ -12,7 +12,7 @@ import allure
 import filelock
 import pytest
 
-from helpers import bundle, lifecycle, reporting, spec, trace
+from helpers import bundle, lifecycle, probes, reporting, spec, trace
 from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
 from helpers import waivers as waivers_mod
@@ -31,13 +31,34 @@ FACTS_KEY = "k8sconf_facts_file"
 # registers this module, so that pytest knows them before it reads the command line.
 
 
-def _is_conformance_run(config) -> bool:
+def _suite_args(config) -> list[tuple[Path, str]]:
+    """(path, check name or "") of each argument under suites/."""
+    found = []
     for arg in config.args:
-        path = Path(arg.split("::")[0])
-        path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
-        if path.resolve() == SUITES or SUITES in path.resolve().parents:
-            return True
-    return False
+        where, _, name = arg.partition("::")
+        path = Path(where)
+        path = (path if path.is_absolute() else Path(config.invocation_params.dir) / path).resolve()
+        if path == SUITES or SUITES in path.parents:
+            found.append((path, name.partition("::")[0].partition("[")[0]))
+    return found
+
+
+def _is_conformance_run(config) -> bool:
+    return bool(_suite_args(config))
+
+
+def _plan(config) -> probes.Plan:
+    """The probes the selected suite files and checks declare (`suites/x.py::test_y`
+    selects one check; -k and -m select nothing here: the controller of an xdist run
+    gathers before any process collects)."""
+    names: dict[Path, set[str]] = {}   # "" for every check of the file
+    for path, name in _suite_args(config):
+        for file in (sorted(path.rglob("test_*.py")) if path.is_dir() else [path]):
+            names.setdefault(file, set()).add(name)
+    files = [file for file in names if file.is_file()]
+    selection = {module: () if "" in names[file] else tuple(sorted(names[file]))
+                 for file, module in zip(files, probes.load(files), strict=True)}
+    return probes.plan(selection, facts_mod.ALWAYS)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -62,13 +83,14 @@ def pytest_configure(config):
                                           Path(config.invocation_params.dir))
         inventory = inventory_mod.load(path)
         waivers = _waivers(config)
-    except (inventory_mod.InventoryError, waivers_mod.WaiverError) as exc:
+        plan = _plan(config)
+    except (inventory_mod.InventoryError, waivers_mod.WaiverError, probes.ProbeError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if waivers:
         roles = {n.name: n.role for n in inventory.node_specs()}
         config.pluginmanager.register(
             waivers_mod.WaiverHook(waivers, roles, inventory.provider), "k8sconf-waivers")
-    config.pluginmanager.register(ConformanceRun(config, path, inventory, waivers),
+    config.pluginmanager.register(ConformanceRun(config, path, inventory, plan, waivers),
                                   "k8sconf-run")
 
 
@@ -85,8 +107,9 @@ def _waivers(config) -> list:
 class ConformanceRun:
     """Hooks and fixtures of one conformance run."""
 
-    def __init__(self, config, inventory_path: Path, inventory, waivers=()):
+    def __init__(self, config, inventory_path: Path, inventory, plan: probes.Plan, waivers=()):
         self.config, self.inv_path, self.inv = config, inventory_path, inventory
+        self.plan = plan
         self.worker = hasattr(config, "workerinput")
         self.lifecycle: lifecycle.ClusterLifecycle | None = None
         self.session = None
@@ -107,7 +130,8 @@ class ConformanceRun:
             self.inv, self.inv_path,
             keep=self.config.option.keep_cluster, reuse=self.config.option.reuse_cluster,
             bootstrap=self.inv.bootstrap.enabled and not self.config.option.no_bootstrap,
-            progress=self._progress, require_real=self.config.option.require_real)
+            progress=self._progress, require_real=self.config.option.require_real,
+            plan=self.plan)
         self.session = session
         self.lifecycle.trap_signals(self._mid_line)
         self._line(f"k8sconf: {self.inv.provider} cluster from {self.inv_path}")
@@ -317,7 +341,7 @@ class ConformanceRun:
     def cluster_facts(self, cluster, connections) -> "FactsCache":
         path = (Path(self.config.workerinput[FACTS_KEY]) if self.worker
                 else lifecycle.FACTS_FILE)
-        return FactsCache(cluster, connections, self.inv, path)
+        return FactsCache(cluster, connections, self.inv, path, self.plan)
 
     @pytest.fixture
     def node(self, request, cluster):
@@ -341,9 +365,11 @@ class FactsCache:
 
     live = True
 
-    def __init__(self, cluster: Cluster, connections, inventory, path: Path):
+    def __init__(self, cluster: Cluster, connections, inventory, path: Path,
+                 plan: probes.Plan | None = None):
         self.cluster, self.connections, self.inventory = cluster, connections, inventory
         self.path = path
+        self.plan = plan or facts_mod.full_plan()
         self._facts: facts_mod.Gathered | None = None
         self._reread: set[str] = set()
 
@@ -360,7 +386,8 @@ class FactsCache:
         try:
             fresh = facts_mod.gather(self.connections[name], current.node, self.cluster,
                                      self.inventory.guide.values(),
-                                     self.inventory.ssh.command_timeout, only=sections)
+                                     self.inventory.ssh.command_timeout, self.plan,
+                                     only=sections)
         except facts_mod.FactsError as exc:
             self._all()[name] = exc
             return
@@ -375,7 +402,8 @@ class FactsCache:
             return False
         self._reread.add(name)
         node = self.of(name).node
-        self.refresh(name, facts_mod.rereadable(node, self.cluster, self.inventory.guide.values()))
+        self.refresh(name, facts_mod.rereadable(node, self.cluster, self.inventory.guide.values(),
+                                                self.plan))
         return isinstance(self._all().get(name), facts_mod.NodeFacts)
 
     def readable(self) -> dict[str, facts_mod.NodeFacts]:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from helpers import spec
 from helpers.facts import PROBE_IMAGE, ping_script
+from helpers.probes import Probe
 from helpers.providers.base import Cluster
 from helpers.waiting import poll
 
@@ -31,6 +32,11 @@ CONTAINER_PORT = 7
 RUN_SECONDS = 600          # the pod's own bound: an interrupted run's pods end by themselves
 DEADLINE = 45              # the kubelets sync every 10 s; pods run within ~15 s here
 POLL = 3
+# what run() hands over as facts sections (the checks declare these, as any probe)
+PODS = Probe("pods", master_only=True, rereadable=False)
+KUBECFG_PODS = Probe("kubecfg_pods", master_only=True, rereadable=False)
+PODS_CREATED = Probe("pods_created", master_only=True, rereadable=False)
+POD_PINGS = Probe("pod_pings", rereadable=False)
 
 
 def pod_names(cluster: Cluster, token: str) -> list[str]:

@@ -8,9 +8,21 @@ import pytest
 
 from helpers import exposure, spec
 from helpers.checks import CheckFailed, expect, guide_section
+from helpers.facts import FORWARD_RULES, LISTEN, LOCAL_API
+from helpers.probes import HTTP_TIMEOUT, Probe, reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Advisories (known defects of the guide)", "minor")
+
+PAUSE_IMAGE = Probe("pause_image", f"docker image inspect {spec.PAUSE_IMAGE} --format "
+                                   f"'{{{{index .Config.Labels \"{spec.PRELOAD_LABEL}\"}}}}'")
+# what the v0.7 kubelet sends to start a container (unversioned, with a body), and the
+# same request under Docker 1.3's API: only the version differs
+DOCKER_START_REQUEST = Probe("docker_start_request", "; ".join(
+    f"curl -s -m {HTTP_TIMEOUT} --unix-socket {spec.DOCKER_SOCKET} -X POST -H "
+    f"'Content-Type: application/json' -d '{{\"PortBindings\": {{}}}}' "
+    f"-w '\\n@@status %{{http_code}}\\n' "
+    f"http://docker{prefix}/containers/k8sconf-none/start" for prefix in ("", "/v1.15")))
 ADVISORY = {a.id: a for a in spec.ADVISORIES}
 INSECURE_PORT_DEFAULT = "8080"
 
@@ -42,6 +54,7 @@ def test_portal_net_is_apart_from_the_flannel_network(node, facts, inventory):
 @verifies("G-DEFECT-2", "G-UNIT-3")
 @advisory("minion-scheduler-unreachable")
 @pytest.mark.role(spec.MINION)
+@reads(LOCAL_API)
 def test_scheduler_on_minion_reaches_the_api(node, facts):
     answer = facts.http("local_api")
     expect(answer.status == 200, node.name, "the minion's scheduler reaches the API server",
@@ -53,6 +66,7 @@ def test_scheduler_on_minion_reaches_the_api(node, facts):
 @verifies("G-DEFECT-3")
 @advisory("insecure-api-port")
 @pytest.mark.role(spec.MASTER)
+@reads(LISTEN)
 def test_api_server_serves_no_insecure_port(node, facts):
     """Judged from the API server's own flags, so a stopped API server (or another process
     on 8080) does not read as a fixed install; its sockets are the evidence."""
@@ -121,6 +135,7 @@ def _deviation_advisory(request, inventory, field: str, key: str) -> None:
 
 
 @verifies("G-UNIT-5", "G-INST-3")
+@reads(FORWARD_RULES)
 def test_guide_docker_forwards_flannel_traffic(node, facts, inventory, request):
     _deviation_advisory(request, inventory, "docker_forward_accept", "docker-forward-policy-drop")
     policy, dropped = facts.forward_policy()
@@ -140,6 +155,7 @@ def _start_answers(facts) -> list[tuple[str, str]]:
 
 
 @verifies("G-UNIT-7", "G-INST-3")
+@reads(DOCKER_START_REQUEST)
 def test_docker_accepts_the_kubelets_start_request(node, facts, inventory, request):
     """The start request the v0.7 kubelet sends (unversioned, with a HostConfig body),
     to a container that does not exist: an API that still takes the body answers 404,
@@ -158,6 +174,7 @@ def test_docker_accepts_the_kubelets_start_request(node, facts, inventory, reque
 
 
 @verifies("G-INST-4")
+@reads(PAUSE_IMAGE)
 def test_pause_image_is_dockers_own(node, facts, inventory, request):
     _deviation_advisory(request, inventory, "pause_image", "pause-image-preloaded")
     label = facts.section("pause_image").strip()

@@ -4,13 +4,21 @@ import pytest
 
 from helpers import exposure, spec
 from helpers.checks import expect, guide_section
+from helpers.facts import LISTEN, LOCAL_API
+from helpers.probes import Http, Probe, reads
 from helpers.reporting import attach
 from helpers.trace import verifies
 
 pytestmark = [*guide_section("API server", "blocker"), pytest.mark.role(spec.MASTER)]
 
+API_ON_PUBLIC = Probe("api_on_public", lambda at: Http(
+    f"http://{at.node.public_ip}:{at.guide['apiserver_port']}/healthz"), master_only=True)
+API_ON_PRIVATE = Probe("api_on_private", lambda at: Http(
+    f"http://{at.node.private_ip}:{at.guide['apiserver_port']}/healthz"), master_only=True)
+
 
 @verifies("G-SHOW-7", "G-UNIT-1", "G-UNIT-11")
+@reads(LISTEN, LOCAL_API)
 def test_api_server_answers_on_loopback(node, facts, inventory):
     answer = facts.http("local_api")
     where = f"{inventory.guide.apiserver_address}:{inventory.guide.apiserver_port}"
@@ -22,6 +30,7 @@ def test_api_server_answers_on_loopback(node, facts, inventory):
 
 
 @verifies("G-UNIT-1", "G-SHOW-7")
+@reads(API_ON_PUBLIC, API_ON_PRIVATE)
 def test_api_server_is_reachable_only_on_loopback(node, facts):
     """From every socket of the API server's processes: any of its ports on the public or
     private network (or all networks) is a finding; the read-only port, which the guide's

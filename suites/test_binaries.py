@@ -2,12 +2,15 @@
 from helpers import spec
 from helpers.bootstrap.artifacts import shipped_version
 from helpers.checks import expect, guide_section
+from helpers.facts import BINARIES, BINARY_VERSIONS
+from helpers.probes import reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Binaries in /opt/bin", "critical")
 
 
 @verifies("G-SHOW-1", "G-STEP-1", "G-STEP-4", "G-STEP-6", "G-INST-5")
+@reads(BINARIES)
 def test_opt_bin_holds_what_the_role_needs(node, facts):
     missing = [b for b in spec.REQUIRED_BINARIES[node.role] if b not in facts.checksums()]
     expect(not missing, node.name, f"{spec.BIN_DIR} holds what a {node.role} needs",
@@ -30,6 +33,7 @@ def _most_common(cluster, cluster_facts) -> dict[str, str]:
 
 
 @verifies("G-STEP-2", "G-STEP-3", "G-STEP-5")
+@reads(BINARIES)
 def test_binaries_identical_on_every_node(node, facts, cluster, cluster_facts, run_state):
     # without a bootstrap in this run (--no-bootstrap) nothing says what was shipped: the
     # copy most nodes hold is the reference (the master's alone would blame every minion
@@ -46,6 +50,7 @@ def test_binaries_identical_on_every_node(node, facts, cluster, cluster_facts, r
 
 
 @verifies("G-INST-1", "G-INST-2", "G-INST-4")
+@reads(BINARY_VERSIONS)
 def test_binaries_report_the_shipped_version(node, facts, run_state):
     """Exactly the version each of the guide's programs in /opt/bin reports on this node
     (v0.7.0, flannel 0.2.0, or what the inventory's artifacts said of themselves). A

@@ -4,12 +4,17 @@ container on every other node across the flannel subnets.
 The facts round starts one probe container per node; the next round has each of them
 ping all the others (helpers/facts.py), so this check only reads the answers."""
 from helpers.checks import dropped_there, expect, guide_section
+from helpers.facts import FORWARD_RULES, PINGS, PROBE_CONTAINER
+from helpers.probes import Probe, reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Container networking", "blocker")
 
+IP_ROUTE = Probe("ip_route", "ip route")
+
 
 @verifies("G-INST-2", "G-INST-3")
+@reads(IP_ROUTE, PINGS, PROBE_CONTAINER)
 def test_container_reaches_every_other_node(node, facts, cluster_facts):
     expect(bool(facts.probe_address()), node.name, "a probe container runs on the node",
            expected="a container with an IPv4 on eth0",
@@ -31,6 +36,7 @@ def test_container_reaches_every_other_node(node, facts, cluster_facts):
 
 
 @verifies("G-INST-2", "G-UNIT-5")
+@reads(FORWARD_RULES, PINGS)
 def test_forward_chain_passes_container_traffic(node, facts):
     """What drops cross-node container traffic, as the node saw it: the FORWARD chain's
     policy counter before and after the pings. Docker >= 1.13 sets FORWARD's policy to DROP

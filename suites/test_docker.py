@@ -1,12 +1,17 @@
 """Docker configured to run with flannel: docker0 carries FLANNEL_SUBNET (--bip) and
 containers get FLANNEL_MTU (--mtu)."""
 from helpers.checks import expect, guide_section, readable
+from helpers.facts import DOCKER_VERSION, PROBE_CONTAINER, SUBNET_ENV
+from helpers.probes import Probe, reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Docker with flannel", "blocker")
 
+DOCKER_NETWORK = Probe("docker_network", "docker network inspect bridge")
+
 
 @verifies("G-INST-3", "G-UNIT-5")
+@reads(DOCKER_VERSION)
 def test_docker_daemon_answers(node, facts):
     expect(facts.ok("docker_version") and facts.section("docker_version").strip(), node.name,
            "the Docker daemon answers", expected="a server version",
@@ -15,6 +20,7 @@ def test_docker_daemon_answers(node, facts):
 
 
 @verifies("G-SHOW-6", "G-UNIT-5")
+@reads(SUBNET_ENV)
 def test_docker0_carries_the_flannel_subnet(node, facts):
     wanted = facts.env_file("subnet_env").get("FLANNEL_SUBNET", "(no FLANNEL_SUBNET)")
     found = readable(facts.addresses, "docker0")
@@ -34,6 +40,7 @@ def _daemon_mtu(facts) -> str:
 
 
 @verifies("G-SHOW-6", "G-UNIT-5")
+@reads(DOCKER_NETWORK, PROBE_CONTAINER, SUBNET_ENV)
 def test_docker_applies_the_flannel_mtu(node, facts):
     """docker0 itself stays at 1500 until a container attaches: look at what Docker applies,
     the bridge network's option and a container's eth0. The eth0 is read by netlink inside

@@ -2,12 +2,16 @@
 /etc/environment names its own addresses, which the flannel and kubelet units read."""
 from helpers import spec
 from helpers.checks import expect, guide_section
+from helpers.probes import Probe, reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Starting point", "blocker")
 
+ENVIRONMENT = Probe("environment", f"cat {spec.NODE_ENVIRONMENT}")
+
 
 @verifies("G-TOPO-4")
+@reads(ENVIRONMENT)
 def test_etc_environment_names_the_nodes_own_addresses(node, facts):
     """COREOS_PRIVATE_IPV4 is what flannel's -iface and the kubelet's -address become;
     COREOS_PUBLIC_IPV4 is CoreOS's own pair to it. A file that could not be read fails,

@@ -5,12 +5,19 @@ from urllib.parse import urlsplit
 
 from helpers import spec
 from helpers.checks import expect, guide_section
+from helpers.facts import ETCD_CONFIG
+from helpers.probes import Http, Probe, reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("etcd", "critical")
 
+ETCD_HEALTH = Probe("etcd_health", lambda at: Http(f"{at.etcd}/health"))
+ETCD_MEMBERS = Probe("etcd_members", lambda at: Http(f"{at.etcd}/v2/members"))
+ETCD_SELF = Probe("etcd_self", lambda at: Http(f"{at.etcd}/v2/stats/self"))
+
 
 @verifies("G-SHOW-4", "G-UNIT-4")
+@reads(ETCD_CONFIG)
 def test_network_config_equals_the_spec(node, facts, inventory):
     try:
         stored = json.loads(json.loads(facts.http("etcd_config").body)["node"]["value"])
@@ -23,6 +30,7 @@ def test_network_config_equals_the_spec(node, facts, inventory):
 
 
 @verifies("G-TOPO-3")
+@reads(ETCD_HEALTH, ETCD_MEMBERS)
 def test_etcd_is_healthy_with_every_member(node, facts, cluster):
     health = facts.http("etcd_health")
     try:
@@ -40,6 +48,7 @@ def test_etcd_is_healthy_with_every_member(node, facts, cluster):
 
 
 @verifies("G-TOPO-3")
+@reads(ETCD_MEMBERS, ETCD_SELF)
 def test_etcd_member_talks_over_the_private_address(node, facts):
     """This node's etcd member (found by the id /v2/stats/self reports) advertises its
     peer and client URLs on the node's private IPv4, as the guide's starting point has it."""

@@ -5,10 +5,14 @@ import json
 
 from helpers import spec
 from helpers.checks import expect, guide_section
-from helpers.facts import as_int
+from helpers.facts import ETCD_CONFIG, SUBNET_ENV, as_int
+from helpers.probes import Http, Probe, reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Flannel network fabric", "blocker")
+
+ETCD_SUBNETS = Probe("etcd_subnets",
+                     lambda at: Http(f"{at.etcd}/v2/keys{spec.SUBNETS_KEY}?recursive=true"))
 
 
 def _subnet(facts):
@@ -38,6 +42,7 @@ def _network_config(facts) -> dict:
 
 
 @verifies("G-SHOW-5", "G-UNIT-12")
+@reads(SUBNET_ENV)
 def test_subnet_env_exists_and_parses(node, facts):
     pairs = facts.env_file("subnet_env")
     expect(facts.ok("subnet_env") and _subnet(facts) is not None and "FLANNEL_MTU" in pairs,
@@ -49,6 +54,7 @@ def test_subnet_env_exists_and_parses(node, facts):
 
 
 @verifies("G-SHOW-5", "G-INST-2")
+@reads(ETCD_CONFIG, SUBNET_ENV)
 def test_subnet_lies_in_the_network_stored_in_etcd(node, facts, inventory):
     config = _network_config(facts)
     subnet = _subnet(facts)
@@ -67,6 +73,7 @@ def test_subnet_lies_in_the_network_stored_in_etcd(node, facts, inventory):
 
 
 @verifies("G-SHOW-5", "G-INST-2")
+@reads(SUBNET_ENV)
 def test_subnet_is_unique_across_nodes(node, facts, cluster_facts):
     mine = _subnet(facts)
     others = cluster_facts.readable()
@@ -80,6 +87,7 @@ def test_subnet_is_unique_across_nodes(node, facts, cluster_facts):
 
 
 @verifies("G-UNIT-4", "G-TOPO-4")
+@reads(ETCD_SUBNETS, SUBNET_ENV)
 def test_etcd_lease_names_the_private_ip(node, facts):
     subnet = _subnet(facts)
     key = f"{subnet.network.network_address}-{subnet.network.prefixlen}" if subnet else "?"
@@ -92,6 +100,7 @@ def test_etcd_lease_names_the_private_ip(node, facts):
 
 
 @verifies("G-SHOW-5")
+@reads(SUBNET_ENV)
 def test_mtu_is_a_sane_integer(node, facts):
     raw = facts.env_file("subnet_env").get("FLANNEL_MTU", "")
     mtu = as_int(raw, None)

@@ -2,13 +2,26 @@
 the private network, and not on the public address."""
 from helpers import exposure
 from helpers.checks import expect, guide_section
+from helpers.facts import LISTEN
+from helpers.probes import Http, Probe, reads
 from helpers.reporting import attach
 from helpers.trace import verifies
 
 pytestmark = guide_section("Kubelet", "blocker")
 
+KUBELET_HEALTH = Probe("kubelet_health", lambda at: Http(
+    f"http://{at.node.private_ip}:{at.guide['kubelet_port']}/healthz"))
+# from the master, each node's kubelet over the private and over the public address
+KUBELET_FROM_MASTER = Probe("kubelet_from_master", lambda at: Http(
+    f"http://{at.other.private_ip}:{at.guide['kubelet_port']}/healthz"),
+    master_only=True, each_node=True)
+KUBELET_PUBLIC = Probe("kubelet_public", lambda at: Http(
+    f"http://{at.other.public_ip}:{at.guide['kubelet_port']}/healthz"),
+    master_only=True, each_node=True)
+
 
 @verifies("G-SHOW-8", "G-UNIT-7", "G-TOPO-4")
+@reads(LISTEN)
 def test_kubelet_listens_on_the_private_ip(node, facts, inventory):
     wanted = f"{node.private_ip}:{inventory.guide.kubelet_port}"
     expect(wanted in facts.listening(), node.name, f"the kubelet listens on {wanted}",
@@ -18,6 +31,7 @@ def test_kubelet_listens_on_the_private_ip(node, facts, inventory):
 
 
 @verifies("G-SHOW-8")
+@reads(KUBELET_HEALTH)
 def test_kubelet_is_healthy(node, facts):
     answer = facts.http("kubelet_health")
     expect(answer.status == 200, node.name, "the kubelet's /healthz is ok",
@@ -26,6 +40,7 @@ def test_kubelet_is_healthy(node, facts):
 
 
 @verifies("G-SHOW-8", "G-TOPO-3")
+@reads(KUBELET_FROM_MASTER)
 def test_kubelet_reachable_from_the_master(node, master_facts, inventory):
     answer = master_facts.http(f"kubelet_from_master {node.name}")
     expect(answer.status == 200, node.name,
@@ -36,6 +51,7 @@ def test_kubelet_reachable_from_the_master(node, master_facts, inventory):
 
 
 @verifies("G-UNIT-7", "G-SHOW-8")
+@reads(KUBELET_PUBLIC)
 def test_kubelet_is_reachable_only_on_the_private_address(node, facts, master_facts):
     """From every socket of the kubelet's processes: any on the public address (or on all
     addresses) is a finding."""

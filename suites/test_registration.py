@@ -9,9 +9,17 @@ import pytest
 from helpers import spec
 from helpers.bootstrap.artifacts import shipped_version
 from helpers.checks import expect, guide_section
+from helpers.probes import Http, Probe, reads
 from helpers.trace import verifies
 
 pytestmark = [*guide_section("Minion registration", "blocker"), pytest.mark.role(spec.MASTER)]
+
+API_MINIONS = Probe("api_minions", lambda at: Http(f"{at.api}/api/v1beta1/minions"),
+                    master_only=True)
+KUBECFG_MINIONS = Probe("kubecfg_minions", lambda at: f"{spec.BIN_DIR}/kubecfg -h {at.api} "
+                        "list minions", master_only=True)
+KUBECFG_VERSION = Probe("kubecfg_version", f"{spec.BIN_DIR}/kubecfg -version", master_only=True)
+
 DEADLINE = 30   # minions register within seconds of the controller manager starting
 
 
@@ -52,12 +60,13 @@ def _eventually(read, wanted, node, cluster_facts, deadline):
     facts = cluster_facts.of(node.name)
     while read(facts) != wanted and cluster_facts.live and time.monotonic() < deadline:
         time.sleep(3)
-        cluster_facts.refresh(node.name, ("kubecfg_minions", "api_minions"))
+        cluster_facts.refresh(node.name, (KUBECFG_MINIONS, API_MINIONS))
         facts = cluster_facts.of(node.name)
     return facts
 
 
 @verifies("G-SHOW-9", "G-STEP-12", "G-UNIT-2", "G-TOPO-1", "G-LOST-5")
+@reads(KUBECFG_MINIONS)
 def test_kubecfg_lists_every_node(node, cluster, cluster_facts, registration_deadline):
     wanted = sorted(n.private_ip for n in cluster.nodes)
     facts = _eventually(_kubecfg_ids, wanted, node, cluster_facts, registration_deadline)
@@ -71,6 +80,7 @@ def test_kubecfg_lists_every_node(node, cluster, cluster_facts, registration_dea
 
 
 @verifies("G-SHOW-9", "G-UNIT-2", "G-TOPO-1")
+@reads(API_MINIONS)
 def test_api_lists_every_node(node, cluster, cluster_facts, registration_deadline):
     wanted = sorted(n.private_ip for n in cluster.nodes)
     facts = _eventually(_api_ids, wanted, node, cluster_facts, registration_deadline)
@@ -81,6 +91,7 @@ def test_api_lists_every_node(node, cluster, cluster_facts, registration_deadlin
 
 
 @verifies("G-SHOW-10", "G-INST-1")
+@reads(KUBECFG_VERSION)
 def test_kubecfg_version_answers(node, facts, run_state):
     """Exactly what the kubecfg that was shipped says of itself on the build host (or, when
     this run shipped nothing, the guide's v0.7.0)."""

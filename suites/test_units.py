@@ -4,7 +4,8 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section, unit_evidence
-from helpers.facts import start_order_violations, systemd_entries
+from helpers.facts import FAILED, SHOW, UNIT_EXITS, WANTS, start_order_violations, systemd_entries
+from helpers.probes import reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Systemd units", "critical")
@@ -21,6 +22,7 @@ def test_unit_file_is_in_etc_systemd_system(node, unit, facts):
 
 
 @verifies("G-STEP-9", "G-SHOW-2")
+@reads(WANTS)
 def test_unit_is_enabled_for_multi_user(node, unit, facts):
     state = facts.unit(unit).get("UnitFileState", "")
     linked = unit in facts.wanted_by_multi_user()
@@ -64,6 +66,7 @@ def test_unit_restarts_on_failure_after_5s(node, unit, facts):
 
 
 @verifies("G-UNIT-8", "G-STEP-10", "G-SHOW-3")
+@reads(UNIT_EXITS)
 def test_unit_has_not_restarted_since_it_started(node, unit, facts):
     """Restart=on-failure hides a crash: the unit is active again 5 s later. systemd counts
     its automatic restarts since the unit was last started on purpose (the boot, or an
@@ -110,6 +113,7 @@ def test_unit_wraps_its_command_as_the_guide_writes(node, unit, facts, inventory
 
 
 @verifies("G-STEP-10", "G-UNIT-11", "G-UNIT-12")
+@reads(SHOW)
 def test_start_order_since_boot_respects_after(node, facts):
     """No unit began starting while a unit it is ordered After= was down."""
     units = facts.units()
@@ -136,6 +140,7 @@ def test_master_only_units_absent_on_minion(node, facts):
 
 
 @verifies("G-SHOW-3", "G-STEP-11")
+@reads(FAILED)
 def test_no_failed_units(node, facts):
     failed = facts.failed_units()
     expect(facts.ok("failed") and not failed, node.name, "no failed units", expected="none",

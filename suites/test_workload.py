@@ -8,9 +8,16 @@ import pytest
 
 from helpers import workload
 from helpers.checks import dropped_there, expect, guide_section
+from helpers.probes import Probe, reads
 from helpers.trace import verifies
 
 pytestmark = guide_section("Workloads", "blocker")
+
+DOCKER_PS = Probe("docker_ps", "docker ps -a --format '{{.ID}} {{.Image}} {{.Names}} {{.Status}}'")
+# glog's error lines (E1203 ...): the kubelet's last words on why a pod did not run (about
+# pods and containers: not its start-up's garbage collection before Docker)
+KUBELET_ERRORS = Probe("kubelet_errors", "journalctl -b -u kubelet.service --no-pager -o cat | "
+                       "grep -E '^E[0-9]{4} ' | grep -iE 'pod|container' | tail -n 4")
 
 
 @pytest.fixture
@@ -36,6 +43,7 @@ def _evidence(facts, master_facts) -> dict:
 
 
 @verifies("G-TOPO-2", "G-INST-4")
+@reads(DOCKER_PS, KUBELET_ERRORS, workload.PODS, workload.KUBECFG_PODS, workload.PODS_CREATED)
 def test_a_pod_runs_on_the_node(node, facts, master_facts, pods):
     mine = {name: info for name, info in pods.items()
             if info["host"].rstrip("/") == node.private_ip}
@@ -52,6 +60,7 @@ def test_a_pod_runs_on_the_node(node, facts, master_facts, pods):
 
 
 @verifies("G-TOPO-2", "G-INST-2")
+@reads(DOCKER_PS, KUBELET_ERRORS, workload.POD_PINGS, workload.KUBECFG_PODS, workload.PODS_CREATED)
 def test_pod_reaches_the_pods_on_other_nodes(node, facts, master_facts, cluster_facts, pods):
     running = {info["host"].rstrip("/"): info["podIP"] for info in pods.values()
                if info["status"] == "Running"}

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import facts as facts_mod
 from helpers import spec
+from helpers.probes import Plan, Probe
 from helpers.providers.base import Cluster, Node
 from helpers.ssh import Connection
 from tests.sshd import sshd  # noqa: F401  (a fixture)
@@ -136,10 +137,11 @@ def test_listening_processes_names_each_sockets_pid():
 def test_the_probe_section_is_in_the_script_only_with_a_probe_name():
     guide = {"etcd_endpoint": "http://127.0.0.1:4001", "apiserver_address": "127.0.0.1",
              "apiserver_port": 8080, "kubelet_port": 10250}
-    assert "probe_container" not in facts_mod.script(MINION, CLUSTER, guide)
-    with_probe = facts_mod.script(MINION, CLUSTER, guide, probe="k8sconf-probe-abc")
+    plan = facts_mod.full_plan()
+    assert "probe_container" not in facts_mod.script(MINION, CLUSTER, guide, plan)
+    with_probe = facts_mod.script(MINION, CLUSTER, guide, plan, probe="k8sconf-probe-abc")
     assert f"sleep {facts_mod.PROBE_LIFETIME}" in with_probe and "nsenter -n -t" in with_probe
-    only = facts_mod.script(MASTER, CLUSTER, guide, only=("api_minions",))
+    only = facts_mod.script(MASTER, CLUSTER, guide, plan, only=("api_minions",))
     assert only.count(facts_mod.MARK) == 2 and "/api/v1beta1/minions" in only
 
 
@@ -166,13 +168,13 @@ GUIDE = {"etcd_endpoint": "http://127.0.0.1:1", "apiserver_address": "127.0.0.1"
 
 def test_a_hung_node_gives_a_short_timeout_message_not_the_script(sshd, monkeypatch):  # noqa: F811
     node = sshd.node()
-    monkeypatch.setattr(facts_mod, "_sections", lambda *a, **k: {"boot_id": "sleep 30"})
+    plan = Plan({"hangs": Probe("hangs", "sleep 30")})
     connection = Connection(node, sshd.user, sshd.client_key, connect_timeout=5,
                             command_timeout=20)
     try:
         with pytest.raises(facts_mod.FactsError) as raised:
             facts_mod.gather(connection, node, Cluster("static", [node], sshd.user, str(sshd.client_key)),
-                             GUIDE, timeout=1.5)
+                             GUIDE, timeout=1.5, plan=plan)
     finally:
         sshd.kill_leftovers()
         connection.close()
@@ -187,7 +189,7 @@ def test_a_node_that_answers_no_section_is_a_facts_error(sshd, monkeypatch):  # 
     try:
         with pytest.raises(facts_mod.FactsError, match=r"answered no section \(exit 3\)"):
             facts_mod.gather(connection, node, Cluster("static", [node], sshd.user, str(sshd.client_key)),
-                             GUIDE, timeout=10)
+                             GUIDE, timeout=10, plan=facts_mod.full_plan())
     finally:
         connection.close()
 
@@ -203,7 +205,7 @@ def test_an_unexpected_error_reading_one_node_fails_that_node_only(monkeypatch):
                                    stderr="", rc=0)
 
     found = facts_mod.gather_cluster(CLUSTER, {"coreos-1": Answering(), "coreos-2": Broken()},
-                                     GUIDE, timeout=5)
+                                     GUIDE, timeout=5, plan=facts_mod.full_plan())
     master = found["coreos-1"]
     assert isinstance(master, facts_mod.NodeFacts) and master.section("boot_id") == "b"
     assert isinstance(found["coreos-2"], facts_mod.FactsError)
@@ -248,6 +250,6 @@ def test_the_probe_pings_window_runs_from_the_facts_round_to_after_every_nodes_p
 
 
 def test_a_second_reading_leaves_the_pings_window_alone():
-    readable = facts_mod.rereadable(MINION, CLUSTER, GUIDE)
+    readable = facts_mod.rereadable(MINION, CLUSTER, GUIDE, facts_mod.full_plan())
     assert "forward_rules" not in readable and "probe_container" not in readable
     assert "show" in readable and "listen" in readable

@@ -427,7 +427,8 @@ def verify_current(cluster, inventory) -> dict:
     try:
         with Meter(cluster) as total:
             found = facts_mod.gather_cluster(cluster, connections, inventory.guide.values(),
-                                             inventory.ssh.command_timeout)
+                                             inventory.ssh.command_timeout,
+                                             facts_mod.full_plan())
         trips = {n: c.commands_run for n, c in connections.items()}
     finally:
         for connection in connections.values():
@@ -443,7 +444,7 @@ def section_profile(cluster, inventory, node) -> dict[str, int]:
     """Milliseconds each facts section takes on `node`, run one after the other, alone."""
     from helpers import facts as facts_mod
     from helpers import lifecycle
-    sections = facts_mod._sections(node, cluster, inventory.guide.values())
+    sections = facts_mod.section_commands(node, cluster, inventory.guide.values())
     script = "\n".join(
         f"s=$(date +%s%N); timeout {facts_mod.PER_SECTION_TIMEOUT} sh -c {shlex.quote(cmd)} "
         f">/dev/null 2>&1; echo \"$(( ($(date +%s%N) - s) / 1000000 )) {name}\""

@@ -86,8 +86,8 @@ class Baseline:
 
 
 def _data_plane_only(gather_cluster):
-    def gather(cluster, connections, guide, timeout, only=()):
-        return gather_cluster(cluster, connections, guide, timeout, only=DATA_PLANE)
+    def gather(cluster, connections, guide, timeout, plan, only=()):
+        return gather_cluster(cluster, connections, guide, timeout, plan, only=DATA_PLANE)
     return gather
 
 
