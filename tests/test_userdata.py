@@ -10,7 +10,7 @@ import yaml
 from helpers import spec
 from helpers.bootstrap import ignition, userdata
 from helpers.inventory import parse
-from helpers.providers import digitalocean, qemu
+from helpers.providers import digitalocean, qemu, qemu_ignition
 
 INVENTORY = parse({"provider": "static",
                    "nodes": [{"name": "coreos-1", "role": "master", "public_ip": "192.0.2.1",
@@ -128,7 +128,7 @@ def test_bootstrap_qemu_and_digitalocean_configs_come_from_the_one_renderer(tmp_
     plans = vm._plans()
     configs = {
         "bootstrap": json.loads(userdata.ignition(INVENTORY, MASTER, MACHINES, KEYS)),
-        "qemu": qemu.node_ignition(vm.inventory, vm.settings, plans[0], plans, KEYS[0],
+        "qemu": qemu_ignition.node_ignition(vm.inventory, vm.settings, plans[0], plans, KEYS[0],
                                    (private, public), "k8sconf-r1", False),
         "digitalocean": json.loads(digitalocean.render_user_data(
             "ignition", "core", KEYS, private, public, "beef")),
