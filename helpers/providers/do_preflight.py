@@ -20,7 +20,7 @@ from typing import Callable
 
 from helpers.inventory import DigitalOceanSettings, Inventory
 from helpers.providers.base import ProviderError
-from helpers.providers.digitalocean import DigitalOceanAPI
+from helpers.providers.do_api import DigitalOceanAPI
 
 PROBE_TAG_PREFIX = "k8sconf-preflight-"
 FIELD = "digitalocean"

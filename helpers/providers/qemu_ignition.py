@@ -179,6 +179,3 @@ def ignition_to_tar(config: dict) -> bytes:
                 add(f"/etc/systemd/system/{_wanted_by(unit.get('contents'))}.wants/{name}",
                     kind=tarfile.SYMTYPE, target=source)
     return buffer.getvalue()
-
-
-# -- the provider ------------------------------------------------------------------------

@@ -110,7 +110,6 @@ def qemu_command(plan: VMPlan, settings: QemuSettings, accel: str, base_format: 
     return cmd
 
 
-
 def find_leftovers(prefix: str, work_dir: Path) -> list[Path]:
     """Node dirs of `prefix` in work_dir (created by create(), marked with a prefix file)."""
     if not work_dir.is_dir():
