@@ -44,7 +44,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from helpers.inventory import DigitalOceanSettings, Inventory
+from helpers.inventory import Inventory
+from helpers.inventory_sections import DigitalOceanSettings
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
 from helpers.providers.do_api import (
     DigitalOceanAPI,

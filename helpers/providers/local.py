@@ -50,7 +50,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.inventory import Inventory, LocalSettings
+from helpers.inventory import Inventory
+from helpers.inventory_sections import LocalSettings
 from helpers.providers import netns
 from helpers.providers.base import Cluster, Node, ProviderError, ProviderUnavailable
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path

@@ -43,7 +43,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers.inventory import Inventory, QemuSettings
+from helpers.inventory import Inventory
+from helpers.inventory_sections import QemuSettings
 from helpers.providers.base import Cluster, Node, ProviderError, ProviderUnavailable
 from helpers.providers.machines import MachineProvider, keygen, public_line, wait_etcd
 from helpers.providers.processes import alive, kill, read_pid

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from helpers.inventory import QemuSettings
+from helpers.inventory_sections import QemuSettings
 from helpers.providers.qemu_vm import QEMU, clean, read_tail
 from helpers.waiting import poll
 

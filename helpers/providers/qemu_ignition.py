@@ -30,7 +30,8 @@ from dataclasses import replace
 
 from helpers.bootstrap import userdata
 from helpers.bootstrap.ignition import MachineConfig
-from helpers.inventory import Inventory, QemuSettings
+from helpers.inventory import Inventory
+from helpers.inventory_sections import QemuSettings
 from helpers.providers.base import ProviderError
 from helpers.providers.machines import hosts_file
 from helpers.providers.qemu_vm import VMPlan, user_net_addresses

@@ -27,7 +27,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.inventory import QemuSettings
+from helpers.inventory_sections import QemuSettings
 from helpers.providers.base import ProviderError
 from helpers.providers.processes import read_text
 
