@@ -1,7 +1,10 @@
 """The inventory: which cluster to test and how to reach it, validated with pydantic.
 
 Every error becomes :class:`InventoryError`, one line naming the file, the field
-path and what was expected; the pytest plugin turns it into a usage error.
+path and what was expected; the pytest plugin turns it into a usage error. Each
+section's model is in helpers/inventory_sections.py, the field types that take only
+plain values in helpers/inventory_types.py; here is the whole inventory, the checks
+that span sections, and loading.
 """
 from __future__ import annotations
 
@@ -9,23 +12,25 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
-    ValidationError,
-    model_validator,
-)
-from pydantic_core import ErrorDetails, core_schema
+from pydantic import BaseModel, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from helpers import spec
+from helpers.inventory_sections import (
+    Artifacts,
+    Bootstrap,
+    Deviations,
+    DigitalOceanSettings,
+    GuideVars,
+    LocalSettings,
+    NodeSpec,
+    QemuSettings,
+    SSHSettings,
+)
+from helpers.inventory_types import CONTROL, Strict, shown
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY_DIR = ROOT / "inventories"
@@ -33,307 +38,9 @@ DEFAULT_INVENTORY = INVENTORY_DIR / "local.yaml"
 ENV_VAR = "K8SCONF_INVENTORY"
 SCHEMA_PATH = INVENTORY_DIR / "schema.json"
 
-IPv4 = Annotated[ipaddress.IPv4Address, Field(description="an IPv4 address")]
-Network = Annotated[ipaddress.IPv4Network, Field(description="an IPv4 network in CIDR form")]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$",
-                            description="a lower-case host name")]
-
-# -- plain values -------------------------------------------------------------------------
-# Free text that ends up in unit files, shell commands or command lines must be a plain
-# value of its kind: a control character (a newline above all) would add a directive
-# line to a unit, and quotes or `;` would end a shell word.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class plain:
-    """A str's metadata: it must match `pattern` whole; the error says `what` it must be.
-    Metadata rather than a type made by a call, so that `Annotated[str, plain(...)]` is a
-    type to mypy too."""
-
-    def __init__(self, pattern: str, what: str):
-        self.pattern, self.what, self.regex = pattern, what, re.compile(pattern)
-
-    def check(self, value: str) -> str:
-        if CONTROL.search(value):
-            raise ValueError(f"control character in {_shown(value)}: must be {self.what}")
-        if not self.regex.fullmatch(value):
-            raise ValueError(f"must be {self.what}, not {_shown(value)}")
-        return value
-
-    def __get_pydantic_core_schema__(self, source: type, handler: GetCoreSchemaHandler):
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(self, schema, handler: GetJsonSchemaHandler) -> dict:
-        return {**handler(schema), "pattern": f"^(?:{self.pattern})$"}
-
-
-PATH_PATTERN = r"^[A-Za-z0-9._+@~/-]+$"
-PATH_WHAT = "a plain path (letters, digits and . _ + @ ~ / -)"
-
-
-def _path_text(value):
-    if isinstance(value, str):
-        if CONTROL.search(value):
-            raise ValueError(f"control character in {_shown(value)}: must be {PATH_WHAT}")
-        if not re.fullmatch(PATH_PATTERN, value):
-            raise ValueError(f"must be {PATH_WHAT}, not {_shown(value)}")
-    return value
-
-
-SafePath = Annotated[Path, BeforeValidator(_path_text),
-                     Field(json_schema_extra={"pattern": PATH_PATTERN})]
-
-
-def _absolute(value: Path) -> Path:
-    if not value.is_absolute():
-        raise ValueError(f"must be an absolute path, not {_shown(str(value))}")
-    return value
-
-
-AbsolutePath = Annotated[SafePath, AfterValidator(_absolute)]
-
-UserName = Annotated[str, plain(r"[a-z_][a-z0-9_-]{0,31}",
-                 "a user name (lower-case letters, digits, _ and -, from a letter or _)")]
-URL = Annotated[str, plain(r"(https?|file)://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+",
-            "an http(s) or file URL (no spaces, quotes, $ or backslashes)")]
-CommandLine = Annotated[str, plain(r"/[A-Za-z0-9._+/-]+( [A-Za-z0-9-][A-Za-z0-9._=:/+-]*)*",
-                    "a command: an absolute path, then plain words (e.g. /usr/sbin/dockerd)")]
-StorageFlag = Annotated[str, plain(r"((-s|--storage-driver)[= ][a-z0-9][a-z0-9_-]*)?",
-                    "a storage driver flag (-s=btrfs, -s vfs, --storage-driver=overlay2) or ''")]
-DockerHost = Annotated[str, plain(r"fd://[A-Za-z0-9._-]*|unix:///[A-Za-z0-9._/-]+|tcp://[A-Za-z0-9.-]+:[0-9]{1,5}",
-                   "a Docker host URL (fd://, unix:///path or tcp://host:port)")]
-EtcdctlEnv = Annotated[str, plain(r"(ETCDCTL_API=[1-9] )?",
-                   "'ETCDCTL_API=N ' (with its trailing space) or ''")]
-EtcdEndpoint = Annotated[str, plain(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?",
-                     "an etcd client URL (http://host:port)")]
-KernelAppend = Annotated[str, plain(r"[A-Za-z0-9._=:/,+@-]+( [A-Za-z0-9._=:/,+@-]+)*",
-                     "a kernel command line (words of letters, digits and . _ = : / , + @ -)")]
-DOSlug = Annotated[str, plain(r"[a-z0-9][a-z0-9._-]*", "a DigitalOcean slug (lower-case letters, digits, . _ -)")]
-DOKey = Annotated[str, plain(r"([0-9a-f]{2}:){15}[0-9a-f]{2}|[0-9]+",
-              "an SSH key fingerprint (aa:bb:...:ff) or id")]
-DOTag = Annotated[str, plain(r"[A-Za-z0-9_:-]{1,255}", "a DigitalOcean tag (letters, digits, _ : -)")]
-UUID = Annotated[str, plain(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "a VPC UUID")]
-
 
 class InventoryError(Exception):
     """A bad inventory; str() is the one line shown to the user."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NodeSpec(Strict):
-    name: Name
-    role: Literal["master", "minion"]
-    public_ip: IPv4 | None = None
-    private_ip: IPv4 | None = None
-
-
-class SSHSettings(Strict):
-    user: UserName = "core"
-    key: SafePath | None = Field(None, description="private key (static, digitalocean); local "
-                                 "and qemu generate one per run and refuse this")
-    port: Port = Field(22, description="static, digitalocean; local and qemu choose the port")
-    host_key_policy: Literal["verify", "accept-new"] = "verify"
-    known_hosts: SafePath | None = None
-    connect_timeout: float = Field(10, gt=0, le=600)
-    command_timeout: float = Field(60, gt=0, le=3600)
-
-
-class Artifacts(Strict):
-    """Where the bootstrap takes /opt/bin from: the guide's binaries built from source
-    (`build: true`), a directory, or a tarball URL with sha256."""
-
-    build: bool = Field(False, description="build flannel v0.2.0 and Kubernetes v0.7.0 from "
-                        "source as the guide does (sources: $K8SCONF_SOURCES or upstream)")
-    dir: SafePath | None = None
-    url: URL | None = None
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    standins: bool = Field(False, description="the binaries are this project's stand-ins")
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if [self.build, self.dir is not None, self.url is not None].count(True) != 1:
-            raise ValueError("exactly one of 'build: true', 'dir' or 'url' is required")
-        if self.url and not self.sha256:
-            raise ValueError("'sha256' is required with 'url'")
-        if self.standins and self.dir is None:
-            raise ValueError("'standins: true' goes with 'dir' (this project's stand-ins)")
-        return self
-
-
-class Bootstrap(Strict):
-    enabled: bool = True
-    mode: Literal["ssh", "cloud-config"] = "ssh"
-    ship: Literal["all", "required"] = "all"
-    settle_timeout: float = Field(120, gt=0, le=3600)
-    reboot: bool = True
-
-
-class Deviations(Strict):
-    """Where the node OS cannot run the guide's 2014 lines, named here and reported."""
-
-    docker_command: CommandLine | None = Field(None, description="guide: /usr/bin/docker -d")
-    docker_storage_flag: StorageFlag | None = Field(None, description="guide: -s=btrfs")
-    docker_host: DockerHost | None = Field(None, description="guide: fd://")
-    etcdctl_env: EtcdctlEnv | None = Field(None, description="guide: none; etcd 3.4 needs "
-                                           "'ETCDCTL_API=2 '")
-    docker_forward_accept: bool = Field(
-        False, description="guide: no FORWARD rules. Docker >= 1.13 sets the FORWARD policy "
-        "to DROP and flannel 0.2.0 adds no rules: docker.service then ACCEPTs the flannel "
-        "network in FORWARD (ExecStartPost)")
-    kubelet_docker_api: str | None = Field(
-        None, pattern=r"^1\.[0-9]{1,2}$",
-        description="guide: the kubelet's unversioned Docker API requests, with which Docker "
-        ">= 17.x (API 1.24+) refuses to start containers; docker-api-pin.service serves the "
-        "kubelet this API version (1.15: Docker 1.3's)")
-    pause_image: Literal["preload"] | None = Field(
-        None, description="guide: kubernetes/pause:latest pulled from Docker Hub; preload: "
-        "imported on every node from v0.7.0's own build/pause (no registry reachable)")
-
-    def declared(self) -> dict:
-        return {k: v for k, v in self.model_dump().items() if v not in (None, False)}
-
-
-ETCD_PORTS = (*spec.DEFAULTS["etcd_client_ports"], 2380)
-
-
-class GuideVars(Strict):
-    flannel_network: Network = ipaddress.IPv4Network(spec.DEFAULTS["flannel_network"])
-    flannel_subnet_len: int = Field(spec.DEFAULTS["flannel_subnet_len"], ge=8, le=30)
-    portal_net: Network = ipaddress.IPv4Network(spec.DEFAULTS["portal_net"])
-    apiserver_address: IPv4 = ipaddress.IPv4Address(spec.DEFAULTS["apiserver_address"])
-    apiserver_port: Port = spec.DEFAULTS["apiserver_port"]
-    kubelet_port: Port = spec.DEFAULTS["kubelet_port"]
-    etcd_endpoint: EtcdEndpoint = spec.DEFAULTS["etcd_endpoint"]
-
-    @model_validator(mode="after")
-    def _ports_apart(self):
-        if self.apiserver_port == self.kubelet_port:
-            raise ValueError(f"apiserver_port and kubelet_port are both {self.kubelet_port}")
-        for name in ("apiserver_port", "kubelet_port"):
-            port = getattr(self, name)
-            if port in ETCD_PORTS:
-                raise ValueError(f"{name}: {port} is etcd's (client ports 2379 and 4001, "
-                                 "peer port 2380)")
-            if port == 22:
-                raise ValueError(f"{name}: 22 is sshd's")
-        return self
-
-    def values(self) -> dict:
-        return {k: str(v) if not isinstance(v, int) else v
-                for k, v in self.model_dump().items()}
-
-
-class LocalSettings(Strict):
-    count: int = Field(3, ge=1, le=16)
-    prefix: Name = "k8sconf"
-    public_network: Network = ipaddress.IPv4Network("192.168.2.0/24")
-    private_network: Network = ipaddress.IPv4Network("10.120.0.0/24")
-    cache_dir: AbsolutePath = Path("/var/cache/k8s-coreos-conformance")
-    work_dir: AbsolutePath = Path("/var/lib/k8s-coreos-conformance")
-    boot_timeout: float = Field(120, gt=0, le=1800)
-
-
-class QemuSettings(Strict):
-    """VMs under QEMU on this host (see helpers/providers/qemu.py for the design).
-
-    The image is a Flatcar QEMU image (image_url + image_sha256, downloaded once into
-    cache_dir) or a local file (image_path); kernel/initrd make QEMU boot that kernel
-    directly instead of the disk's own boot loader. Every node gets a copy-on-write
-    overlay in work_dir; the base image is never written.
-    """
-
-    image_url: URL | None = Field(None, description="a Flatcar QEMU image (.img, or .bz2/.gz/.xz)")
-    image_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
-                                     description="sha256 of the file at image_url")
-    image_path: SafePath | None = None
-    kernel: SafePath | None = Field(None, description="direct kernel boot (the e2e Debian image)")
-    initrd: SafePath | None = None
-    kernel_append: KernelAppend = Field("root=/dev/vda rw console=ttyS0",
-                                        description="kernel command line with 'kernel'")
-    firmware: SafePath | None = Field(None, description="-bios file (e.g. OVMF for UEFI images); "
-                                                    "default SeaBIOS")
-    config_delivery: Literal["ignition", "fw_cfg-files"] = Field(
-        "ignition", description="ignition: the Ignition config as fw_cfg "
-        "opt/org.flatcar-linux/config (Flatcar); fw_cfg-files: the same config as a tar "
-        "of files in fw_cfg opt/k8sconf/config.tar (images without Ignition)")
-    count: int = Field(3, ge=1, le=8)
-    memory_mb: int = Field(1024, ge=256, le=16384)
-    cpus: int = Field(1, ge=1, le=16)
-    accel: Literal["auto", "kvm", "tcg"] = "auto"
-    kvm_probe_timeout: float = Field(15, gt=0, le=300,
-                                     description="seconds a KVM test boot may take (auto)")
-    tcg_tb_size_mb: int = Field(128, ge=16, le=2048,
-                                description="TCG code cache; QEMU's default doubles memory")
-    prefix: Name = "k8sconf"
-    ssh_base_port: Port = Field(22220, description="node N: 127.0.0.1:<base+N> -> guest :22")
-    public_network: Network = Field(
-        ipaddress.IPv4Network("192.168.2.0/24"),
-        description="each VM's own user-mode network; node N is .N (the guide's public IPs); "
-                    "reachable from the host only through the SSH port forward")
-    private_network: Network = ipaddress.IPv4Network("10.120.0.0/24")
-    private_mcast_group: IPv4 = Field(ipaddress.IPv4Address("230.0.0.1"),
-                                      description="multicast group of the private segment")
-    private_mcast_port: Port = Field(22219, description="one port per cluster on this host")
-    restrict_network: bool = Field(True, description="user-mode networking restrict=on: guests "
-                                   "reach nothing outside (Flatcar's etcd-member and a "
-                                   "cloud-config bootstrap need it off)")
-    wait_for_etcd: bool = Field(True, description="create() waits for etcd healthy with all "
-                                "members on every node")
-    boot_timeout: float = Field(300, gt=0, le=3600)
-    cache_dir: SafePath = Path("/var/cache/k8s-coreos-conformance/qemu")
-    work_dir: SafePath = Field(Path("/var/lib/k8s-coreos-conformance/qemu"),
-                           description="overlays, pid files, sockets, per-node configs")
-
-    @model_validator(mode="after")
-    def _one_image(self):
-        if (self.image_url is None) == (self.image_path is None):
-            raise ValueError("exactly one of 'image_url' or 'image_path' is required")
-        if self.image_url and not self.image_sha256:
-            raise ValueError("'image_sha256' is required with 'image_url'")
-        if self.initrd and not self.kernel:
-            raise ValueError("'initrd' needs 'kernel'")
-        if not self.private_mcast_group.is_multicast:
-            raise ValueError(f"private_mcast_group {self.private_mcast_group} is not a "
-                             "multicast address (224.0.0.0/4)")
-        return self
-
-    def anchored(self, fix) -> "QemuSettings":
-        """Relative paths made relative to the inventory file (see _anchor_paths)."""
-        names = ("image_path", "kernel", "initrd", "firmware", "cache_dir", "work_dir")
-        return self.model_copy(update={n: fix(getattr(self, n)) for n in names})
-
-
-class DigitalOceanSettings(Strict):
-    region: str = Field("nyc3", pattern=r"^[a-z]{3}[0-9]$")
-    size: DOSlug = "s-1vcpu-2gb"
-    image: DOSlug | Annotated[int, Field(ge=1)] = Field(
-        ..., description="a slug, or a custom image id (Flatcar/Fedora CoreOS)")
-    ssh_keys: list[DOKey | Annotated[int, Field(ge=1)]] = Field(..., min_length=1)
-    vpc_uuid: UUID | None = None
-    tags: list[DOTag] = []
-    user_data: Literal["ignition", "cloud-config"] = "ignition"
-    api_url: Annotated[str, plain(r"https?://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+",
-                   "an http(s) URL (no spaces, quotes, $ or backslashes)")] = \
-        "https://api.digitalocean.com"
-    active_timeout: float = Field(600, gt=0, le=3600)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_token(cls, data):
-        if isinstance(data, dict) and any("token" in str(k).lower() for k in data):
-            raise ValueError("a token does not belong in the inventory; "
-                             "set the DIGITALOCEAN_TOKEN environment variable")
-        return data
-
 
 class Inventory(Strict):
     provider: Literal["local", "qemu", "digitalocean", "static"]
@@ -402,7 +109,7 @@ class Inventory(Strict):
     def _check_provider_fit(self):
         if self.provider == "local" and self.ssh.user != "core":
             raise ValueError(f"ssh.user: provider 'local' logs in as 'core' (the node image "
-                             f"has that user only), not {_shown(self.ssh.user)}")
+                             f"has that user only), not {shown(self.ssh.user)}")
         if self.provider == "digitalocean" and self.ssh.key is None:
             raise ValueError("ssh.key: required for provider 'digitalocean' (the private key "
                              f"whose public half logs in as {self.ssh.user})")

@@ -4,6 +4,10 @@ Host keys are verified against what the provider vouches for (``Node.host_keys``
 or a known_hosts file; ``accept-new`` trusts a first key only when the inventory
 asks for it, and records what it accepted. The same connection is offered as a
 testinfra host, so testinfra modules and our own checks share one transport.
+
+The module is long because it is one job: the Connection class and the host-key policy,
+errors, timeouts and waits it alone uses; split, each part would only make sense beside
+the others.
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from helpers.inventory import Name, schema_of, write_schema
+from helpers.inventory import schema_of, write_schema
+from helpers.inventory_types import Name
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "inventories" / "waivers.schema.json"
 Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")]

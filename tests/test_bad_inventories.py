@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import inventory as inv
+from helpers import inventory_sections, inventory_types
 
 SHA = "0" * 64
 DEVIATIONS = {"docker_command": "/usr/sbin/dockerd", "docker_storage_flag": "-s vfs",
@@ -93,7 +94,7 @@ def refused(data, source="gen.yaml") -> str:
         pytest.fail(f"accepted: {data!r}")
     assert text.startswith(f"inventory {source}: "), text
     assert "\n" not in text and "\r" not in text and "Traceback" not in text
-    assert not inv.CONTROL.search(text), repr(text)
+    assert not inventory_types.CONTROL.search(text), repr(text)
     return text
 
 
@@ -198,7 +199,7 @@ def test_empty_deviation_strings_are_plain_values():
 
 # -- the generator -------------------------------------------------------------------------
 CONTROL_CHARS = st.characters(codec=None, min_codepoint=0, max_codepoint=0x9f).filter(
-    lambda c: inv.CONTROL.match(c) is not None)
+    lambda c: inventory_types.CONTROL.match(c) is not None)
 SHELL = set("'\"`$\\;|&<>*?(){}[]!#~ \t")
 URL_OK = set("~:/?#[]@!&()*+,;=%")
 PATH_OK = set("~")
@@ -354,12 +355,12 @@ def bad_fit(draw):
             lambda u: u != "core"))
         return put(LOCAL, "ssh.user", user), ["ssh.user: provider 'local'"]
     if kind == "ports":
-        port = draw(st.integers(1, 65535).filter(lambda p: p not in inv.ETCD_PORTS + (22,)))
+        port = draw(st.integers(1, 65535).filter(lambda p: p not in inventory_sections.ETCD_PORTS + (22,)))
         data = put(put(LOCAL, "guide.apiserver_port", port), "guide.kubelet_port", port)
         return data, ["apiserver_port and kubelet_port are both"]
     if kind == "etcd-port":
         name = draw(st.sampled_from(["apiserver_port", "kubelet_port"]))
-        return put(LOCAL, f"guide.{name}", draw(st.sampled_from(inv.ETCD_PORTS + (22,)))), \
+        return put(LOCAL, f"guide.{name}", draw(st.sampled_from(inventory_sections.ETCD_PORTS + (22,)))), \
             [f"{name}: "]
     if kind == "node-in-guide":
         attr = draw(st.sampled_from(["public_ip", "private_ip"]))

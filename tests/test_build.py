@@ -19,7 +19,8 @@ import pytest
 from helpers import lifecycle, spec
 from helpers.bootstrap import artifacts, build
 from helpers.bootstrap.steps import StepLog
-from helpers.inventory import ROOT, Artifacts, parse
+from helpers.inventory import ROOT, parse
+from helpers.inventory_sections import Artifacts
 from helpers.providers.base import ProviderUnavailable
 from helpers.summary import SignOff, binaries_lines
 

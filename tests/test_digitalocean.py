@@ -25,13 +25,14 @@ import yaml
 from helpers import ssh as ssh_mod
 from helpers.inventory import ROOT, parse
 from helpers.providers import digitalocean as do
+from helpers.providers import do_api, do_reap, do_userdata
 from helpers.providers.base import Cluster, ProviderError, ProviderUnavailable
 from tests.fake_digitalocean import FakeDigitalOcean, parse_user_data
 from tests.project import copy_project
 from tests.sshd import free_port, keygen
 
 RUN_ID = "20260101-030000-beef"
-FAST = do.RetryPolicy(tries=5, budget=10.0, base=0.05, cap=0.2, connect_timeout=2.0,
+FAST = do_api.RetryPolicy(tries=5, budget=10.0, base=0.05, cap=0.2, connect_timeout=2.0,
                       read_timeout=5.0)
 
 
@@ -42,7 +43,7 @@ def make_token() -> str:
 @pytest.fixture
 def token(monkeypatch) -> str:
     value = make_token()
-    monkeypatch.setenv(do.TOKEN_ENV, value)
+    monkeypatch.setenv(do_api.TOKEN_ENV, value)
     return value
 
 
@@ -168,7 +169,7 @@ def test_cloud_config_user_data_and_vpc(fake, client_key, ssh_port, tmp_path):
     assert body["vpc_uuid"] == "5a4981aa-9653-4bd1-bef5-d6bff52042e4"
     assert body["image"] == 7555620
     config = yaml.safe_load(body["user_data"])
-    assert config["coreos"]["units"][0]["name"] == do.IDENTITY_UNIT
+    assert config["coreos"]["units"][0]["name"] == do_userdata.IDENTITY_UNIT
     assert parse_user_data(body["user_data"])["host_key_public"] == cluster.nodes[0].host_keys[0]
     ssh_mod.wait_for_ssh(cluster.nodes[2], cluster.ssh_user, cluster.ssh_key, 10).close()
     provider.destroy(cluster)
@@ -176,14 +177,14 @@ def test_cloud_config_user_data_and_vpc(fake, client_key, ssh_port, tmp_path):
 
 
 def test_identity_unit_sets_guide_hostname_and_environment():
-    script = do._identity_script(suffix())
+    script = do_userdata._identity_script(suffix())
     assert f'hostnamectl set-hostname "${{name%-{suffix()}}}"' in script
     assert "COREOS_PRIVATE_IPV4" in script and "/etc/environment" in script
-    priv, pub = do.generate_host_key()
-    text = do.render_user_data("ignition", "core", ["ssh-ed25519 AAAA k"], priv, pub, suffix())
+    priv, pub = do_userdata.generate_host_key()
+    text = do_userdata.render_user_data("ignition", "core", ["ssh-ed25519 AAAA k"], priv, pub, suffix())
     files = {f["path"]: f for f in json.loads(text)["storage"]["files"]}
-    assert files[do.HOST_KEY_PATH]["mode"] == 0o600
-    assert files[do.IDENTITY_SCRIPT]["mode"] == 0o755
+    assert files[do_userdata.HOST_KEY_PATH]["mode"] == 0o600
+    assert files[do_userdata.IDENTITY_SCRIPT]["mode"] == 0o755
     validate = shutil.which("ignition-validate")
     if validate:
         result = subprocess.run([validate, "-"], input=text, text=True, capture_output=True,
@@ -209,9 +210,9 @@ def test_more_nodes_than_one_request_can_make_is_refused(fake, client_key, ssh_p
 
 
 # -- rate limits, server errors, other errors --------------------------------------------------
-def api_for(fake, token, sleeps=None, **retry) -> do.DigitalOceanAPI:
+def api_for(fake, token, sleeps=None, **retry) -> do_api.DigitalOceanAPI:
     policy = dataclasses.replace(FAST, **retry)
-    return do.DigitalOceanAPI(fake.url, token, policy,
+    return do_api.DigitalOceanAPI(fake.url, token, policy,
                               sleep=(sleeps.append if sleeps is not None else time.sleep))
 
 
@@ -312,8 +313,8 @@ def test_other_errors_are_not_retried(fake, token):
 def test_unreachable_api_is_bounded(token):
     port = free_port()
     started = time.monotonic()
-    api = do.DigitalOceanAPI(f"http://127.0.0.1:{port}", token,
-                             do.RetryPolicy(tries=3, budget=5, base=0.05, cap=0.1,
+    api = do_api.DigitalOceanAPI(f"http://127.0.0.1:{port}", token,
+                             do_api.RetryPolicy(tries=3, budget=5, base=0.05, cap=0.1,
                                             connect_timeout=1, read_timeout=1))
     with pytest.raises(ProviderError, match=r"ServiceRequestError.*gave up after 3 tries"):
         api.list_droplets("t")
@@ -330,7 +331,7 @@ def test_every_call_has_a_read_timeout(fake, token):
 
 def test_token_only_over_https_or_loopback(token):
     with pytest.raises(ProviderError, match="must use https"):
-        do.DigitalOceanAPI("http://api.example.invalid", token)
+        do_api.DigitalOceanAPI("http://api.example.invalid", token)
 
 
 # -- waiting, partial creates, destroy -------------------------------------------------------
@@ -392,8 +393,8 @@ def test_destroy_is_bounded_when_droplets_linger(provider, fake, monkeypatch):
     provider.destroy_timeout = 1.0
     started = time.monotonic()
     with monkeypatch.context() as patch:
-        patch.setattr(do.DigitalOceanAPI, "destroy_by_tag", lambda self, tag: None)
-        patch.setattr(do.DigitalOceanAPI, "destroy", lambda self, droplet_id: None)
+        patch.setattr(do_api.DigitalOceanAPI, "destroy_by_tag", lambda self, tag: None)
+        patch.setattr(do_api.DigitalOceanAPI, "destroy", lambda self, droplet_id: None)
         with pytest.raises(ProviderError, match=r"1 droplet\(s\) tagged k8sconf-run-.* "
                                                  r"remain after 1 s: coreos-1-"):
             provider.destroy(None)
@@ -409,7 +410,7 @@ def test_reboot_goes_over_ssh(provider, monkeypatch):
 
 # -- token hygiene -------------------------------------------------------------------------------
 def test_missing_token_is_provider_unavailable(monkeypatch, client_key, tmp_path):
-    monkeypatch.delenv(do.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(do_api.TOKEN_ENV, raising=False)
     provider = make_provider(do_inventory("http://127.0.0.1:9", client_key, 22), tmp_path)
     for verb in (provider.preflight, provider.create, lambda: provider.destroy(None)):
         with pytest.raises(ProviderUnavailable, match="DIGITALOCEAN_TOKEN is not set"):
@@ -468,7 +469,7 @@ def reaper_droplets(fake) -> None:
 
 def test_reaper_deletes_only_old_project_droplets(fake, token, capsys):
     reaper_droplets(fake)
-    assert do.main(["reap", "--older-than", "5h", "--api-url", fake.url]) == 0
+    assert do_reap.main(["reap", "--older-than", "5h", "--api-url", fake.url]) == 0
     assert fake.names() == ["old-other", "young-conformance"]
     out = capsys.readouterr().out
     assert "deleting old-conformance" in out and "deleting old-nightly" in out
@@ -477,21 +478,21 @@ def test_reaper_deletes_only_old_project_droplets(fake, token, capsys):
 
 def test_reaper_dry_run_and_tag(fake, token, capsys):
     reaper_droplets(fake)
-    assert do.main(["reap", "--older-than", "5h", "--dry-run", "--api-url", fake.url]) == 0
+    assert do_reap.main(["reap", "--older-than", "5h", "--dry-run", "--api-url", fake.url]) == 0
     assert fake.count() == 4 and fake.calls("DELETE") == []
     assert "would delete old-conformance" in capsys.readouterr().out
     # --tag narrows, and the project tag is still required
-    assert do.main(["reap", "--older-than", "1h", "--tag", "nightly", "--api-url",
+    assert do_reap.main(["reap", "--older-than", "1h", "--tag", "nightly", "--api-url",
                     fake.url]) == 0
     assert fake.names() == ["old-conformance", "old-other", "young-conformance"]
-    assert do.main(["reap", "--older-than", "1h", "--tag", "production", "--api-url",
+    assert do_reap.main(["reap", "--older-than", "1h", "--tag", "production", "--api-url",
                     fake.url]) == 0
     assert "old-other" in fake.names()
 
 
 def test_reaper_command_line(fake, token):
     reaper_droplets(fake)
-    env = {**os.environ, do.TOKEN_ENV: token}
+    env = {**os.environ, do_api.TOKEN_ENV: token}
     command = [sys.executable, "-m", "helpers.providers.digitalocean", "reap",
                "--older-than", "5h", "--api-url", fake.url]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -499,7 +500,7 @@ def test_reaper_command_line(fake, token):
     assert done.returncode == 0, done.stderr
     assert fake.names() == ["old-other", "young-conformance"]
     assert token not in done.stdout + done.stderr
-    env.pop(do.TOKEN_ENV)
+    env.pop(do_api.TOKEN_ENV)
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "DIGITALOCEAN_TOKEN is not set" in done.stderr
@@ -511,7 +512,7 @@ def test_reaper_command_line(fake, token):
 @pytest.mark.parametrize("text,seconds", [("5h", 5 * HOUR), ("90m", 5400), ("1d12h", 36 * HOUR),
                                           ("3600", 3600), ("45s", 45)])
 def test_age_parsing(text, seconds):
-    assert do._parse_age(text) == seconds
+    assert do_reap._parse_age(text) == seconds
 
 
 # -- whole conformance runs against the fake -------------------------------------------------------
@@ -551,7 +552,7 @@ def start_run(project: Path, fake, client_key, port, token, tmp_path) -> subproc
         "ssh": {"user": getpass.getuser(), "key": str(client_key), "port": port,
                 "connect_timeout": 3, "command_timeout": 5},
         "bootstrap": {"enabled": False}}))
-    env = {**os.environ, do.TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, do_api.TOKEN_ENV: token, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTEST_ADDOPTS", None)
     log = (tmp_path / "run.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "pytest", "suites", "--inventory",

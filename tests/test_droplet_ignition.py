@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.providers import digitalocean as do
-from helpers.providers import netns
+from helpers.providers import do_userdata, netns
 from helpers.providers.local_rootfs import rootfs_path
 from tests import droplet_metadata as md
 
@@ -75,9 +74,9 @@ def test_ignition_is_installed_and_runs():
 
 def test_real_ignition_applies_the_providers_user_data_from_the_metadata_service(
         droplet_root, tmp_path):
-    private, public = do.generate_host_key()
+    private, public = do_userdata.generate_host_key()
     login = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBv2ZcG1VJYGmSe5PjS5XWl0ZBRtnoq8c8yCyAa0gEXa t"
-    user_data = do.render_user_data("ignition", "core", [login], private, public, "beef")
+    user_data = do_userdata.render_user_data("ignition", "core", [login], private, public, "beef")
     service = md.start_in_namespace(NS, md.metadata(7, "coreos-1-beef", user_data,
                                                     "192.168.91.2", "10.191.0.2"), tmp_path / "md")
     try:
@@ -93,11 +92,11 @@ def test_real_ignition_applies_the_providers_user_data_from_the_metadata_service
     assert key.read_text() == private and oct(key.stat().st_mode & 0o777) == "0o600"
     keys = list((droplet_root / "home/core/.ssh").rglob("*"))
     assert any(p.is_file() and login in p.read_text() for p in keys), keys
-    assert (droplet_root / do.IDENTITY_SCRIPT.lstrip("/")).stat().st_mode & 0o111
-    unit = droplet_root / "etc/systemd/system" / do.IDENTITY_UNIT
+    assert (droplet_root / do_userdata.IDENTITY_SCRIPT.lstrip("/")).stat().st_mode & 0o111
+    unit = droplet_root / "etc/systemd/system" / do_userdata.IDENTITY_UNIT
     assert "ExecStart=/bin/sh /etc/k8sconf/identity.sh" in unit.read_text()
     presets = (droplet_root / "etc/systemd/system-preset/20-ignition.preset").read_text()
-    assert f"enable {do.IDENTITY_UNIT}" in presets
+    assert f"enable {do_userdata.IDENTITY_UNIT}" in presets
 
 
 def test_metadata_service_answers_the_droplet_api_shape():

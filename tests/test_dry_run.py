@@ -14,8 +14,7 @@ import yaml
 
 from helpers import dryrun
 from helpers import inventory as inv
-from helpers.providers import digitalocean as do
-from helpers.providers import do_preflight
+from helpers.providers import do_api, do_preflight
 from tests.fake_digitalocean import FakeDigitalOcean
 from tests.sshd import keygen
 
@@ -32,7 +31,7 @@ def client_key(tmp_path_factory) -> Path:
 @pytest.fixture
 def token(monkeypatch) -> str:
     value = "dop_v1_" + secrets.token_hex(32)
-    monkeypatch.setenv(do.TOKEN_ENV, value)
+    monkeypatch.setenv(do_api.TOKEN_ENV, value)
     return value
 
 
@@ -54,7 +53,7 @@ def shipped_do(fake_url: str, key: Path, **changes) -> dict:
 def problems(data: dict) -> list[str]:
     inventory = inv.parse(copy.deepcopy(data))
     assert inventory.digitalocean is not None
-    api = do.DigitalOceanAPI(inventory.digitalocean.api_url, do.token_from_env())
+    api = do_api.DigitalOceanAPI(inventory.digitalocean.api_url, do_api.token_from_env())
     try:
         return do_preflight.check(inventory, api)
     finally:
@@ -159,7 +158,7 @@ def test_read_only_token_is_refused(token, client_key, tmp_path):
 
 
 def test_wrong_token_is_one_line(fake, client_key, monkeypatch):
-    monkeypatch.setenv(do.TOKEN_ENV, "dop_v1_" + "0" * 64)
+    monkeypatch.setenv(do_api.TOKEN_ENV, "dop_v1_" + "0" * 64)
     assert problems(shipped_do(fake.url, client_key)) == [
         "DIGITALOCEAN_TOKEN: refused by the API (HTTP 401: Unable to authenticate you); "
         "expected a token with read and write scope"]
@@ -167,7 +166,7 @@ def test_wrong_token_is_one_line(fake, client_key, monkeypatch):
 
 
 def test_missing_token_and_bad_inventory_exit_4(client_key, tmp_path, monkeypatch):
-    monkeypatch.delenv(do.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(do_api.TOKEN_ENV, raising=False)
     result = dry_run(tmp_path, shipped_do("http://127.0.0.1:9", client_key))
     assert result.returncode == 4 and "DIGITALOCEAN_TOKEN is not set" in result.stderr
     bad = shipped_do("http://127.0.0.1:9", client_key, region="New York")

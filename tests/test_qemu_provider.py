@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers.inventory import InventoryError, parse
-from helpers.providers import provider_class, qemu
+from helpers.providers import provider_class, qemu, qemu_accel, qemu_ignition, qemu_vm
 from helpers.providers.base import ProviderError, ProviderUnavailable
 from helpers.providers.qemu_image import ImageChecksumError, ensure_image
 
@@ -59,31 +59,31 @@ def test_tcg_and_kvm_settings_are_taken_without_a_probe(tmp_path, kvm_device):
     boot = FakeBoot(True)
     for accel in ("tcg", "kvm"):
         settings = inventory(accel=accel).qemu
-        verdict = qemu.kvm_verdict(settings, tmp_path, boot, kvm_device)
+        verdict = qemu_accel.kvm_verdict(settings, tmp_path, boot, kvm_device)
         assert verdict.accel == accel and not verdict.probed
     assert boot.calls == []
 
 
 def test_auto_without_a_kvm_device_is_tcg_without_a_probe(tmp_path):
     boot = FakeBoot(True)
-    verdict = qemu.kvm_verdict(inventory().qemu, tmp_path, boot, tmp_path / "no-kvm")
+    verdict = qemu_accel.kvm_verdict(inventory().qemu, tmp_path, boot, tmp_path / "no-kvm")
     assert verdict.accel == "tcg" and "does not exist" in verdict.reason
     assert boot.calls == []
 
 
 def test_auto_with_an_unusable_kvm_device_is_tcg(tmp_path, kvm_device, monkeypatch):
-    monkeypatch.setattr(qemu.os, "access", lambda path, mode: False)
-    verdict = qemu.kvm_verdict(inventory().qemu, tmp_path, FakeBoot(True), kvm_device)
+    monkeypatch.setattr(qemu_accel.os, "access", lambda path, mode: False)
+    verdict = qemu_accel.kvm_verdict(inventory().qemu, tmp_path, FakeBoot(True), kvm_device)
     assert verdict.accel == "tcg" and "not readable and writable" in verdict.reason
 
 
 def test_auto_uses_kvm_only_when_the_test_boot_shows_a_marker(tmp_path, kvm_device):
     good = FakeBoot(True, "Run /init as init process")
-    verdict = qemu.kvm_verdict(inventory().qemu, tmp_path / "a", good, kvm_device)
+    verdict = qemu_accel.kvm_verdict(inventory().qemu, tmp_path / "a", good, kvm_device)
     assert verdict.accel == "kvm" and verdict.probed and "Run /init" in verdict.reason
     assert good.calls == [15]
     hangs = FakeBoot(False, "nothing on its console within 3 s")
-    verdict = qemu.kvm_verdict(inventory(kvm_probe_timeout=3).qemu, tmp_path / "b", hangs,
+    verdict = qemu_accel.kvm_verdict(inventory(kvm_probe_timeout=3).qemu, tmp_path / "b", hangs,
                                kvm_device)
     assert verdict.accel == "tcg" and hangs.calls == [3]
     assert verdict.reason == "a KVM test boot failed: nothing on its console within 3 s"
@@ -91,11 +91,11 @@ def test_auto_uses_kvm_only_when_the_test_boot_shows_a_marker(tmp_path, kvm_devi
 
 def test_the_verdict_is_cached_per_run(tmp_path, kvm_device):
     hangs = FakeBoot(False, "nothing on the console")
-    first = qemu.kvm_verdict(inventory().qemu, tmp_path, hangs, kvm_device)
-    second = qemu.kvm_verdict(inventory().qemu, tmp_path, hangs, kvm_device)
+    first = qemu_accel.kvm_verdict(inventory().qemu, tmp_path, hangs, kvm_device)
+    second = qemu_accel.kvm_verdict(inventory().qemu, tmp_path, hangs, kvm_device)
     assert len(hangs.calls) == 1
     assert (first.accel, second.accel) == ("tcg", "tcg") and "cached" in second.reason
-    other_run = qemu.kvm_verdict(inventory().qemu, tmp_path / "other", FakeBoot(True, "x"),
+    other_run = qemu_accel.kvm_verdict(inventory().qemu, tmp_path / "other", FakeBoot(True, "x"),
                                  kvm_device)
     assert other_run.accel == "kvm"
 
@@ -109,7 +109,7 @@ def test_probe_sees_a_marker_on_the_console(tmp_path):
     cmd = _fake_qemu(f"import time; open({str(console)!r}, 'w').write('Booting\\n"
                      f"[0.9] Run /init as init process\\n'); time.sleep(30)")
     started = time.monotonic()
-    assert qemu.run_probe(cmd, console, 10) == (True, "Run /init as init process")
+    assert qemu_accel.run_probe(cmd, console, 10) == (True, "Run /init as init process")
     assert time.monotonic() - started < 5
 
 
@@ -117,7 +117,7 @@ def test_probe_counts_a_marker_written_just_before_qemu_exits(tmp_path):
     console = tmp_path / "probe.log"     # the kernel panics (no root) and -no-reboot exits
     cmd = _fake_qemu(f"open({str(console)!r}, 'w').write('[5.7] Kernel panic - not syncing: "
                      f"VFS: Unable to mount root fs')")
-    assert qemu.run_probe(cmd, console, 10) == (True, "Kernel panic")
+    assert qemu_accel.run_probe(cmd, console, 10) == (True, "Kernel panic")
 
 
 def test_probe_of_a_hanging_guest_gives_up_at_the_timeout(tmp_path):
@@ -125,7 +125,7 @@ def test_probe_of_a_hanging_guest_gives_up_at_the_timeout(tmp_path):
     cmd = _fake_qemu(f"import time; open({str(console)!r}, 'w').write("
                      f"'Decompressing Linux... Booting the kernel.\\n'); time.sleep(30)")
     started = time.monotonic()
-    ok, seen = qemu.run_probe(cmd, console, 1.5)
+    ok, seen = qemu_accel.run_probe(cmd, console, 1.5)
     assert not ok and seen == ("no boot marker within 1.5 s, its console ends: "
                                "'Decompressing Linux... Booting the kernel.'")
     assert 1.4 < time.monotonic() - started < 5
@@ -134,16 +134,16 @@ def test_probe_of_a_hanging_guest_gives_up_at_the_timeout(tmp_path):
 def test_probe_reports_qemu_failing_to_start(tmp_path):
     cmd = _fake_qemu("import sys; sys.stderr.write('Could not access KVM kernel module\\n'); "
                      "sys.exit(1)")
-    ok, seen = qemu.run_probe(cmd, tmp_path / "probe.log", 10)
+    ok, seen = qemu_accel.run_probe(cmd, tmp_path / "probe.log", 10)
     assert not ok and seen == "QEMU exited with status 1: Could not access KVM kernel module"
 
 
 def test_probe_boots_the_kernel_alone_or_the_image_as_a_snapshot(tmp_path):
-    cmd = qemu.probe_boot_command(inventory().qemu, None, None, tmp_path / "c.log")
+    cmd = qemu_accel.probe_boot_command(inventory().qemu, None, None, tmp_path / "c.log")
     assert cmd[cmd.index("-accel") + 1] == "kvm" and "-no-reboot" in cmd
     assert cmd[cmd.index("-kernel") + 1] == "/images/vmlinuz" and "-drive" not in cmd
     flatcar = inventory(image_path="/f.img", kernel=None, initrd=None).qemu
-    cmd = qemu.probe_boot_command(flatcar, Path("/f.img"), "qcow2", tmp_path / "c.log")
+    cmd = qemu_accel.probe_boot_command(flatcar, Path("/f.img"), "qcow2", tmp_path / "c.log")
     assert cmd[cmd.index("-drive") + 1] == "file=/f.img,if=virtio,format=qcow2,snapshot=on"
 
 
@@ -151,7 +151,7 @@ def test_probe_boots_the_kernel_alone_or_the_image_as_a_snapshot(tmp_path):
 def _command(tmp_path, accel="tcg", **settings):
     p = provider(tmp_path, **settings)
     plan = p._plans()[1]
-    return plan, qemu.qemu_command(plan, p.settings, accel, "qcow2", p._config_arg(plan))
+    return plan, qemu_vm.qemu_command(plan, p.settings, accel, "qcow2", p._config_arg(plan))
 
 
 def _options(cmd: list[str], flag: str) -> list[str]:
@@ -245,13 +245,13 @@ CLIENT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClientKeyForTestsOnly"
 def _config(tmp_path, slow=False, **kwargs) -> dict:
     p = provider(tmp_path, **kwargs)
     plans = p._plans()
-    return qemu.node_ignition(p.inventory, p.settings, plans[0], plans, CLIENT_KEY, HOST_KEY,
+    return qemu_ignition.node_ignition(p.inventory, p.settings, plans[0], plans, CLIENT_KEY, HOST_KEY,
                               "k8sconf-r1", slow)
 
 
 def _file(config: dict, path: str) -> str:
     entry = next(f for f in config["storage"]["files"] if f["path"] == path)
-    return qemu._decode_source(entry["contents"]["source"]).decode()
+    return qemu_ignition._decode_source(entry["contents"]["source"]).decode()
 
 
 def test_ignition_is_valid_per_ignitions_own_validator(tmp_path):
@@ -293,7 +293,7 @@ def test_cloud_config_bootstrap_puts_the_guides_units_in_the_same_config(tmp_pat
 
 def test_fw_cfg_files_tar_is_the_same_config(tmp_path):
     config = _config(tmp_path)
-    with tarfile.open(fileobj=io.BytesIO(qemu.ignition_to_tar(config))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(qemu_ignition.ignition_to_tar(config))) as tar:
         members = {m.name: m for m in tar.getmembers()}
         def read(name):
             member = tar.extractfile(members[name])
@@ -318,10 +318,10 @@ def test_fw_cfg_files_tar_is_the_same_config(tmp_path):
 
 def test_fw_cfg_files_refuses_what_it_cannot_carry():
     with pytest.raises(ProviderError, match="cannot carry Ignition directories"):
-        qemu.ignition_to_tar({"ignition": {"version": "3.3.0"},
+        qemu_ignition.ignition_to_tar({"ignition": {"version": "3.3.0"},
                               "storage": {"directories": [{"path": "/x"}]}})
     with pytest.raises(ProviderError, match="only carry data: URLs"):
-        qemu.ignition_to_tar({"ignition": {"version": "3.3.0"}, "storage": {"files": [
+        qemu_ignition.ignition_to_tar({"ignition": {"version": "3.3.0"}, "storage": {"files": [
             {"path": "/x", "contents": {"source": "https://example.invalid/x"}}]}})
 
 
@@ -383,7 +383,7 @@ def test_leftovers_of_a_killed_run_are_found_by_prefix_and_removed(tmp_path):
     stranger = _fake_vm(work / "k8sconf-coreos-3", "k8sconf", "/somewhere/else")
     (work / "k8sconf-unmarked").mkdir()
     try:
-        found = qemu.find_leftovers("k8sconf", work)
+        found = qemu_vm.find_leftovers("k8sconf", work)
         assert [d.name for d in found] == ["k8sconf-coreos-1", "k8sconf-coreos-2",
                                            "k8sconf-coreos-3"]
         p = provider(tmp_path)
@@ -404,7 +404,7 @@ def test_create_removes_what_it_made_when_it_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(qemu.QemuProvider, "preflight", lambda self: None)
     monkeypatch.setattr(qemu.QemuProvider, "_base_image",
                         lambda self: (Path("/images/base.qcow2"), "qcow2", False))
-    monkeypatch.setattr(qemu.QemuProvider, "_accel", lambda self, b, f: qemu.Verdict("tcg", "t"))
+    monkeypatch.setattr(qemu.QemuProvider, "_accel", lambda self, b, f: qemu_accel.Verdict("tcg", "t"))
     monkeypatch.setattr(qemu, "create_overlay", lambda base, fmt, overlay: overlay.write_bytes(b""))
 
     def interrupted(self, plan, base_format):
@@ -419,10 +419,10 @@ def test_console_tail_is_one_line_naming_the_file(tmp_path):
     console = tmp_path / "coreos-2.console.log"
     console.write_bytes(b"\x1b[0;32m  OK  \x1b[0m] Started ssh.service\r\n\r\n"
                         b"Begin: Mounting root\nALERT! /dev/vda does not exist.\n(initramfs) ")
-    tail = qemu._console_tail(console)
+    tail = qemu_vm.console_tail(console)
     assert tail == (f"console {console} ends: OK  ] Started ssh.service | Begin: Mounting root | "
                     "ALERT! /dev/vda does not exist. | (initramfs)")
-    assert qemu._console_tail(tmp_path / "none.log").endswith("none.log is empty")
+    assert qemu_vm.console_tail(tmp_path / "none.log").endswith("none.log is empty")
 
 
 # -- preflight and inventory ------------------------------------------------------------------

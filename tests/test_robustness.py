@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from helpers import facts as facts_mod
 from helpers import inventory as inv
+from helpers import inventory_types
 from helpers.checks import CheckFailed
 from helpers.providers.base import Cluster, Node
 from suites import (
@@ -64,7 +65,7 @@ def test_inventories_near_the_valid_shape(data):
     try:
         inv.parse(data, "gen.yaml")
     except inv.InventoryError as exc:
-        assert "\n" not in str(exc) and not inv.CONTROL.search(str(exc))
+        assert "\n" not in str(exc) and not inventory_types.CONTROL.search(str(exc))
 
 
 # -- garbage from the nodes ---------------------------------------------------------------

@@ -10,7 +10,7 @@ import yaml
 from helpers import spec
 from helpers.bootstrap import ignition, userdata
 from helpers.inventory import parse
-from helpers.providers import digitalocean, qemu
+from helpers.providers import do_userdata, qemu, qemu_ignition
 
 INVENTORY = parse({"provider": "static",
                    "nodes": [{"name": "coreos-1", "role": "master", "public_ip": "192.0.2.1",
@@ -128,9 +128,9 @@ def test_bootstrap_qemu_and_digitalocean_configs_come_from_the_one_renderer(tmp_
     plans = vm._plans()
     configs = {
         "bootstrap": json.loads(userdata.ignition(INVENTORY, MASTER, MACHINES, KEYS)),
-        "qemu": qemu.node_ignition(vm.inventory, vm.settings, plans[0], plans, KEYS[0],
+        "qemu": qemu_ignition.node_ignition(vm.inventory, vm.settings, plans[0], plans, KEYS[0],
                                    (private, public), "k8sconf-r1", False),
-        "digitalocean": json.loads(digitalocean.render_user_data(
+        "digitalocean": json.loads(do_userdata.render_user_data(
             "ignition", "core", KEYS, private, public, "beef")),
     }
     assert len(rendered) == 3
@@ -143,7 +143,7 @@ def test_bootstrap_qemu_and_digitalocean_configs_come_from_the_one_renderer(tmp_
             {"path": pub, "mode": 0o644, "overwrite": True,
              "contents": {"source": "data:," + urllib.parse.quote(public + "\n")}}, name
     twins = [yaml.safe_load(userdata.cloud_config(INVENTORY, MASTER, MACHINES, KEYS)),
-             yaml.safe_load(digitalocean.render_user_data("cloud-config", "core", KEYS, private,
+             yaml.safe_load(do_userdata.render_user_data("cloud-config", "core", KEYS, private,
                                                           public, "beef"))]
     assert [next(f for f in twin["write_files"] if f["path"] == pub) for twin in twins] == \
         [{"path": pub, "permissions": "0644", "content": public + "\n"}] * 2

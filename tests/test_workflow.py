@@ -14,6 +14,7 @@ import yaml
 
 from helpers.inventory import ROOT
 from helpers.providers import digitalocean as do
+from helpers.providers import do_reap
 
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 TOKEN_EXPRESSION = "${{ secrets.DIGITALOCEAN_TOKEN }}"
@@ -104,7 +105,7 @@ def test_report_artifacts_and_reaper_always_run(job):
 def test_reaper_command_is_what_the_module_accepts(job):
     argv = shlex.split(step(job, run=REAP)["run"])
     assert argv[:3] == [".venv/bin/python", "-m", "helpers.providers.digitalocean"]
-    args = do.build_parser().parse_args(argv[3:])
+    args = do_reap.build_parser().parse_args(argv[3:])
     assert (args.command, args.older_than, args.tag, args.dry_run) == \
         ("reap", 5 * 3600, do.PROJECT_TAG, False)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from helpers import spec
 from helpers.bootstrap import build as build_mod
 from helpers.bootstrap.steps import StepLog
-from helpers.inventory import ROOT, Artifacts
+from helpers.inventory import ROOT
+from helpers.inventory_sections import Artifacts
 
 DOWNLOAD_TIMEOUT = 120
 STANDINS_DIR = ROOT / "node" / "standins"

@@ -18,9 +18,10 @@ from __future__ import annotations
 import secrets
 from typing import Callable
 
-from helpers.inventory import DigitalOceanSettings, Inventory
+from helpers.inventory import Inventory
+from helpers.inventory_sections import DigitalOceanSettings
 from helpers.providers.base import ProviderError
-from helpers.providers.digitalocean import DigitalOceanAPI
+from helpers.providers.do_api import DigitalOceanAPI
 
 PROBE_TAG_PREFIX = "k8sconf-preflight-"
 FIELD = "digitalocean"

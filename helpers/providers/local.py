@@ -15,14 +15,11 @@ Design, and why:
   authorized key for `core`, the node's own ed25519 host key (its public line goes to
   `Node.host_keys`, so SSH verifies it) and /etc/default/etcd (members on the private
   addresses, client URLs on 2379 and the guide's 4001, the v2 API enabled).
-- Cgroups: each node runs in its own cgroup (a child of ours) in every hierarchy;
-  nspawn then gives the node a cgroup namespace rooted there. Without this all nodes'
-  systemd instances would take the same cgroups. Docker's cgroups land inside the
-  node's, so a node's memory is its cgroup's memory.
-- Supervisor: a detached bash loop per node (pid in `supervisor.pid`) restarts nspawn
-  when it exits 133 (`systemctl reboot` inside) and exits with any other status.
-  SIGTERM to it stops the loop and forwards SIGTERM to nspawn, which powers the node
-  off. Console output goes to `<run_dir>/<name>.console.log`.
+- Cgroups: each node runs in its own cgroup in every hierarchy
+  (helpers/providers/local_cgroups.py), so a node's memory is its cgroup's memory.
+- Supervisor: a detached bash loop per node restarts nspawn on `systemctl reboot`
+  inside and powers the node off on SIGTERM (helpers/providers/local_nspawn.py).
+  Console output goes to `<run_dir>/<name>.console.log`.
 - Busybox for Docker: no image registry is reachable, so the tree ships a static
   busybox tarball and `/usr/local/bin/k8sconf-import-busybox [timeout]`, which waits
   for dockerd and imports it as image `busybox` (idempotent). The suite calls it once
@@ -35,7 +32,6 @@ Design, and why:
 """
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
@@ -50,40 +46,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.inventory import Inventory, LocalSettings
+from helpers.inventory import Inventory
+from helpers.inventory_sections import LocalSettings
 from helpers.providers import netns
 from helpers.providers.base import Cluster, Node, ProviderError, ProviderUnavailable
+from helpers.providers.local_cgroups import make_cgroups, recorded_cgroups
+from helpers.providers.local_node_files import authorize, install_host_key, write
+from helpers.providers.local_nspawn import (
+    NSPAWN_RUNTIME,
+    SUPERVISOR_NAME,
+    SUPERVISOR_SCRIPT,
+    kill_node,
+    kill_unit_processes,
+    nspawn_lock_name,
+    our_node_dirs,
+    remove_empty_dirs,
+    remove_node_dir,
+    signal_node,
+    wait_stopped,
+)
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
-from helpers.providers.machines import MachineProvider, hosts_file, keygen, public_line, wait_etcd
-from helpers.providers.processes import alive, kill, read_pid, read_text
+from helpers.providers.machines import MachineProvider, hosts_file, wait_etcd
+from helpers.providers.processes import alive, read_pid
 from helpers.waiting import poll
 
 log = logging.getLogger(__name__)
 
-SUPERVISOR_NAME = "k8sconf-node-supervisor"    # $0 of the supervisor: how we recognise it
 STOP_TIMEOUT = 20          # seconds a node gets to power off before it is killed
-NSPAWN_RUNTIME = Path("/run/systemd/nspawn")
 REQUIRED_TOOLS = {"systemd-nspawn": "systemd-container", "mmdebstrap": "mmdebstrap",
                   "ip": "iproute2", "ssh-keygen": "openssh-client", "setsid": "util-linux"}
 
-# Restart nspawn while it exits 133 (reboot); stop on anything else or on SIGTERM.
-_SUPERVISOR = r"""
-dir=$1; shift
-echo $$ > "$dir/supervisor.pid"
-while read -r cg; do echo $$ > "$cg/cgroup.procs" || echo "supervisor: cannot join $cg"; done < "$dir/cgroups"
-stop=0; child=
-trap 'stop=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT HUP
-while [ "$stop" = 0 ]; do
-  "$@" </dev/null &
-  child=$!
-  echo "$child" > "$dir/nspawn.pid"
-  [ "$stop" = 0 ] || kill -TERM "$child"
-  while kill -0 "$child" 2>/dev/null; do wait "$child"; done
-  wait "$child"; rc=$?
-  echo "supervisor: systemd-nspawn exited $rc"
-  [ "$rc" = 133 ] || exit "$rc"
-done
-"""
 
 
 @dataclass(frozen=True)
@@ -173,7 +165,7 @@ class LocalProvider(MachineProvider):
     def memory(cluster: Cluster, node: Node) -> dict[str, int]:
         """Bytes the node uses now, from its memory cgroup: rss, cache and usage."""
         node_dir = Path(cluster.state["nodes"][node.name]["dir"])
-        for cg in _recorded_cgroups(node_dir):
+        for cg in recorded_cgroups(node_dir):
             stat = cg / "memory.stat"
             if stat.exists():
                 values = dict(line.split() for line in stat.read_text().splitlines())
@@ -242,17 +234,17 @@ class LocalProvider(MachineProvider):
               f"lowerdir={rootfs},upperdir={plan.dir / 'upper'},workdir={plan.dir / 'work'}",
               str(plan.root)])
         self._write_identity(plan, plans)
-        _authorize(plan.root, "core", run_key.with_suffix(".pub").read_text())
-        return _install_host_key(plan)
+        authorize(plan.root, "core", run_key.with_suffix(".pub").read_text())
+        return install_host_key(plan.dir, plan.root, plan.name)
 
     def _write_identity(self, plan: NodePlan, plans: list[NodePlan]) -> None:
         root = plan.root
-        _write(root / "etc/hostname", f"{plan.name}\n")
-        _write(root / "etc/hosts", hosts_file(plans))
-        _write(root / "etc/environment", f"COREOS_PUBLIC_IPV4={plan.public_ip}\n"
+        write(root / "etc/hostname", f"{plan.name}\n")
+        write(root / "etc/hosts", hosts_file(plans))
+        write(root / "etc/environment", f"COREOS_PUBLIC_IPV4={plan.public_ip}\n"
                                          f"COREOS_PRIVATE_IPV4={plan.private_ip}\n")
-        _write(root / "etc/machine-id", uuid.uuid4().hex + "\n")
-        _write(root / "etc/default/etcd", self._etcd_config(plan, plans))
+        write(root / "etc/machine-id", uuid.uuid4().hex + "\n")
+        write(root / "etc/default/etcd", self._etcd_config(plan, plans))
 
     def _etcd_config(self, plan: NodePlan, plans: list[NodePlan]) -> str:
         members = ",".join(f"{p.name}=http://{p.private_ip}:2380" for p in plans)
@@ -273,15 +265,15 @@ class LocalProvider(MachineProvider):
 
     # -- running nodes ------------------------------------------------------------------
     def _start_node(self, plan: NodePlan) -> None:
-        cgroups = _make_cgroups(plan.machine)
+        cgroups = make_cgroups(plan.machine)
         (plan.dir / "cgroups").write_text("".join(f"{cg}\n" for cg in cgroups))
-        (plan.dir / "nspawn-lock").write_text(_nspawn_lock_name(plan.root))
+        (plan.dir / "nspawn-lock").write_text(nspawn_lock_name(plan.root))
         log_path = self._console(plan.name)
         env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
         with open(log_path, "ab") as console:
             # setsid -f: the supervisor is detached from us (own session, reparented),
             # so it outlives this call; destroy() ends it through supervisor.pid.
-            subprocess.run(["setsid", "-f", "bash", "-c", _SUPERVISOR, SUPERVISOR_NAME,
+            subprocess.run(["setsid", "-f", "bash", "-c", SUPERVISOR_SCRIPT, SUPERVISOR_NAME,
                             str(plan.dir), *self._nspawn_command(plan)],
                            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                            env=env, check=True)
@@ -331,26 +323,26 @@ class LocalProvider(MachineProvider):
     def _teardown(self, prefix: str, work_dir: Path) -> None:
         """Remove every trace of nodes named by `prefix`; idempotent, never raises on
         something already gone."""
-        dirs = _our_node_dirs(prefix, work_dir)
+        dirs = our_node_dirs(prefix, work_dir)
         started = time.monotonic()
         for d in dirs:
-            _kill_unit_processes(d, "etcd.service")
+            kill_unit_processes(d, "etcd.service")
         for d in dirs:
-            _signal_node(d, signal.SIGTERM)
-        _wait_stopped(dirs, STOP_TIMEOUT)
+            signal_node(d, signal.SIGTERM)
+        wait_stopped(dirs, STOP_TIMEOUT)
         if dirs:
             log.info("local provider: %d nodes powered off in %.1f s", len(dirs),
                      time.monotonic() - started)
         for d in dirs:
-            _kill_node(d)
+            kill_node(d)
         errors = []
         for d in dirs:
             try:
-                _remove_node_dir(d)
+                remove_node_dir(d)
             except ProviderError as exc:   # go on: the rest must still be removed
                 errors.append(str(exc))
         netns.remove_all(prefix)
-        _remove_empty_dirs([NSPAWN_RUNTIME / "propagate", NSPAWN_RUNTIME / "locks",
+        remove_empty_dirs([NSPAWN_RUNTIME / "propagate", NSPAWN_RUNTIME / "locks",
                             NSPAWN_RUNTIME, work_dir])
         if errors:
             raise ProviderError("; ".join(errors))
@@ -394,214 +386,6 @@ def _run(cmd: list[str]) -> str:
     return proc.stdout
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():     # never follow a link of the node's tree out to the host
-        path.unlink()
-    path.write_text(text)
-    os.chmod(path, mode)
-
-
-def _install_host_key(plan: NodePlan) -> str:
-    """A fresh ed25519 host key for the node (kept beside it); returns the public line
-    that `Node.host_keys` carries, so that SSH verifies this very key."""
-    key = plan.dir / "ssh_host_ed25519_key"
-    keygen(key, f"root@{plan.name}", "local provider")
-    _write(plan.root / "etc/ssh/ssh_host_ed25519_key", key.read_text(), mode=0o600)
-    _write(plan.root / "etc/ssh/ssh_host_ed25519_key.pub", key.with_suffix(".pub").read_text())
-    return public_line(key)
-
-
-def _authorize(root: Path, user: str, public_key: str) -> None:
-    uid, gid = _user_ids(root, user)
-    ssh_dir = root / "home" / user / ".ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    _write(ssh_dir / "authorized_keys", public_key, mode=0o600)
-    for path in (ssh_dir, ssh_dir / "authorized_keys"):
-        os.chown(path, uid, gid)
-
-
-def _user_ids(root: Path, user: str) -> tuple[int, int]:
-    for line in (root / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == user:
-            return int(fields[2]), int(fields[3])
-    raise ProviderError(f"local provider: user {user} missing from the node image")
-
-
 def _host_ip(network: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     """The host's own address on a node network: the last usable one (.254 in a /24)."""
     return network.broadcast_address - 1
-
-
-# -- cgroups ----------------------------------------------------------------------------
-
-def _hierarchies() -> list[tuple[Path, str]]:
-    """(mount point, our cgroup path in it) for every mounted cgroup hierarchy."""
-    ours = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        ours[controllers] = path
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        sep = fields.index("-")
-        fstype, mount_point, options = fields[sep + 1], fields[4], fields[sep + 3]
-        if fstype == "cgroup2" and "" in ours:
-            found.append((Path(mount_point), ours[""]))
-        elif fstype == "cgroup":
-            opts = set(options.split(","))
-            for controllers, path in ours.items():
-                if controllers and set(controllers.split(",")) <= opts:
-                    found.append((Path(mount_point), path))
-                    break
-    return found
-
-
-def _make_cgroups(machine: str) -> list[Path]:
-    """The node's own cgroup, a child of ours, in every hierarchy (cpuset seeded)."""
-    made = []
-    for mount_point, ours in _hierarchies():
-        parent = mount_point / ours.lstrip("/")
-        cg = parent / machine
-        cg.mkdir(exist_ok=True)
-        for name in ("cpuset.cpus", "cpuset.mems"):   # an empty cpuset admits no task
-            if (cg / name).exists() and not (cg / name).read_text().strip():
-                (cg / name).write_text((parent / name).read_text())
-        made.append(cg)
-    return made
-
-
-def _recorded_cgroups(node_dir: Path) -> list[Path]:
-    try:
-        return [Path(p) for p in (node_dir / "cgroups").read_text().split()]
-    except OSError:
-        return []
-
-
-def _cgroup_tree(cg: Path) -> list[Path]:
-    """`cg` and every cgroup below it, deepest first. The tree changes while we walk it
-    (the node's systemd removes cgroups of stopped units); os.walk skips what vanished."""
-    dirs = [Path(top) for top, _, _ in os.walk(cg)]
-    return sorted(dirs, key=lambda p: -len(p.parts))
-
-
-def _cgroup_pids(cgroups: list[Path]) -> set[int]:
-    pids: set[int] = set()
-    for cg in cgroups:
-        for d in _cgroup_tree(cg):
-            try:
-                pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())
-            except OSError:
-                pass
-    return pids
-
-
-def _remove_cgroups(cgroups: list[Path]) -> None:
-    # Children first; a cgroup can only go once its processes have exited, which the
-    # kernel finishes a little after the kill, hence the short retry.
-    for cg in cgroups:
-        for d in _cgroup_tree(cg):
-            _rmdir_retry(d)
-
-
-def _rmdir_retry(path: Path, timeout: float = 2) -> None:
-    def removed() -> bool:
-        with contextlib.suppress(FileNotFoundError):
-            path.rmdir()
-        return True
-    try:
-        poll(removed, timeout=timeout, interval=0.1, retry_on=(OSError,))
-    except OSError:
-        log.warning("local provider: could not remove cgroup %s", path)
-
-
-# -- stopping and removing nodes ------------------------------------------------------
-
-def _our_node_dirs(prefix: str, work_dir: Path) -> list[Path]:
-    if not work_dir.is_dir():
-        return []
-    return sorted(d for d in work_dir.glob(f"{prefix}-*")
-                  if d.is_dir() and read_text(d / "prefix") == prefix)
-
-
-def _signal_node(node_dir: Path, sig: int) -> None:
-    """SIGTERM the supervisor (it forwards to nspawn, which powers the node off)."""
-    supervisor = read_pid(node_dir / "supervisor.pid")
-    if alive(supervisor, SUPERVISOR_NAME):
-        kill(supervisor, SUPERVISOR_NAME, sig)
-    else:
-        kill(read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", sig)
-
-
-def _kill_unit_processes(node_dir: Path, unit: str) -> None:
-    """SIGKILL one unit's processes in a node that is about to be destroyed.
-
-    Used for etcd: stopped gracefully, the last leader of a cluster whose other members
-    are stopping at the same moment waits ~7 s for a leadership transfer that cannot
-    succeed. Its data is discarded with the node, so there is nothing to protect.
-    """
-    for cg in _recorded_cgroups(node_dir):
-        for unit_dir in (d for d in _cgroup_tree(cg) if d.name == unit):
-            for pid in _cgroup_pids([unit_dir]):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
-def _node_running(node_dir: Path) -> bool:
-    return (alive(read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME)
-            or alive(read_pid(node_dir / "nspawn.pid"), "systemd-nspawn")
-            or bool(_cgroup_pids(_recorded_cgroups(node_dir))))
-
-
-def _wait_stopped(dirs: list[Path], timeout: float) -> None:
-    poll(lambda: not any(_node_running(d) for d in dirs), timeout=timeout, interval=0.2)
-
-
-def _kill_node(node_dir: Path) -> None:
-    """SIGKILL whatever of the node still runs: supervisor, nspawn, and every process in
-    the node's cgroups (killing nspawn alone leaves the container running)."""
-    if not _node_running(node_dir):
-        return
-    log.warning("local provider: %s did not power off in time; killing it", node_dir.name)
-    kill(read_pid(node_dir / "supervisor.pid"), SUPERVISOR_NAME, signal.SIGKILL)
-    kill(read_pid(node_dir / "nspawn.pid"), "systemd-nspawn", signal.SIGKILL)
-    cgroups = _recorded_cgroups(node_dir)
-    def all_killed() -> bool:
-        pids = _cgroup_pids(cgroups)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return not pids
-    poll(all_killed, timeout=10, interval=0.1)
-
-
-def _remove_node_dir(node_dir: Path) -> None:
-    root = node_dir / "root"
-    if netns.is_mountpoint(root):
-        proc = subprocess.run(["umount", str(root)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ProviderError(f"local provider: cannot unmount {root}: {proc.stderr.strip()}")
-    _remove_cgroups(_recorded_cgroups(node_dir))
-    # nspawn cannot clean its runtime files under a /run that is not tmpfs, nor after a kill.
-    machine = node_dir.name
-    shutil.rmtree(NSPAWN_RUNTIME / "propagate" / machine, ignore_errors=True)
-    lock = read_text(node_dir / "nspawn-lock")
-    if lock:
-        (NSPAWN_RUNTIME / "locks" / lock).unlink(missing_ok=True)
-    netns.safe_rmtree(node_dir)
-
-
-def _nspawn_lock_name(root: Path) -> str:
-    st = os.stat(root)
-    return f"inode-{st.st_dev}:{st.st_ino}"
-
-
-def _remove_empty_dirs(paths: list[Path]) -> None:
-    for path in paths:
-        try:
-            path.rmdir()
-        except OSError:
-            pass

@@ -15,7 +15,8 @@ import pytest
 
 from helpers.providers import netns
 from helpers.providers.base import ProviderError
-from helpers.providers.local import SUPERVISOR_NAME, LocalProvider
+from helpers.providers.local import LocalProvider
+from helpers.providers.local_nspawn import SUPERVISOR_NAME
 
 PUBLIC = ipaddress.IPv4Network("192.168.2.0/24")
 PRIVATE = ipaddress.IPv4Network("10.120.0.0/24")

@@ -29,7 +29,9 @@ import pytest
 
 from helpers.inventory import parse
 from helpers.providers.base import ProviderError, ProviderUnavailable
-from helpers.providers.qemu import BOOT_MARKERS, QemuProvider, find_leftovers, qmp_command
+from helpers.providers.qemu import QemuProvider
+from helpers.providers.qemu_accel import BOOT_MARKERS
+from helpers.providers.qemu_vm import find_leftovers, qmp_command
 from helpers.ssh import Connection, HostKeyRejected
 from tests.e2e.qemu_image import ensure_image, image_dir
 

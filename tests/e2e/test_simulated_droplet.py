@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.providers import digitalocean as do
-from helpers.providers import netns
+from helpers.providers import do_userdata, netns
 from helpers.providers.base import Node
 from helpers.ssh import wait_for_ssh
 from tests.simulated_droplet import WORK_DIR, SimulatedDroplet
@@ -25,8 +24,8 @@ CLOUD = "dosim92"
 def test_droplet_boots_from_its_user_data_through_real_ignition(tmp_path):
     key = tmp_path / "id_ed25519"
     keygen(key, "droplet-login")
-    private, public = do.generate_host_key()
-    user_data = do.render_user_data("ignition", "core", [key.with_suffix(".pub").read_text()
+    private, public = do_userdata.generate_host_key()
+    user_data = do_userdata.render_user_data("ignition", "core", [key.with_suffix(".pub").read_text()
                                                          .strip()], private, public, "beef")
     droplet = SimulatedDroplet(CLOUD, 1, 3164444, "coreos-1-beef", "192.168.92.2",
                                "10.192.0.2", "192.168.92.0/24", "10.192.0.0/24", tmp_path)
@@ -40,11 +39,11 @@ def test_droplet_boots_from_its_user_data_through_real_ignition(tmp_path):
         try:
             deadline = time.monotonic() + 30
             while True:
-                state = conn.run("systemctl is-active " + do.IDENTITY_UNIT, timeout=15).stdout.strip()
+                state = conn.run("systemctl is-active " + do_userdata.IDENTITY_UNIT, timeout=15).stdout.strip()
                 if state == "active" or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            assert state == "active", f"{do.IDENTITY_UNIT} is {state!r} on the droplet"
+            assert state == "active", f"{do_userdata.IDENTITY_UNIT} is {state!r} on the droplet"
             assert conn.run("hostname", timeout=15).stdout.strip() == "coreos-1"
             env = conn.run("cat /etc/environment", timeout=15).stdout
             assert "COREOS_PUBLIC_IPV4=192.168.92.2" in env, env
