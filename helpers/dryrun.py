@@ -42,8 +42,8 @@ def problems(inventory: Inventory) -> list[str]:
     try:
         provider = provider_class(inventory.provider)(inventory, paths.REPORTS, DRY_RUN_ID)
         provider.preflight()
-    except ProviderError as exc:
-        return [str(exc)]
+    except ProviderError as exc:   # a static host check lists its problems, one each
+        return list(getattr(exc, "problems", None) or [str(exc)])
     if inventory.provider != "digitalocean":
         return []
     from helpers.providers import do_preflight

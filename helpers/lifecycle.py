@@ -141,6 +141,7 @@ class ClusterLifecycle:
             run_id = previous.get("cluster_run_id") or previous.get("run_id", run_id)
         state["cluster_run_id"] = run_id
         provider = cls(self.inventory, CLUSTER_DIR, run_id)
+        provider.bootstraps = self.do_bootstrap
         provider.preflight()
         self.phase = "build"
         binaries = self._binaries() if self.do_bootstrap else None

@@ -17,6 +17,7 @@ from helpers import inventory as inv
 from helpers.providers import do_api, do_preflight
 from tests.fake_digitalocean import FakeDigitalOcean
 from tests.sshd import keygen
+from tests.support import static_hosts
 
 GOOD_VPC = "5a4981aa-9653-4bd1-bef5-d6bff52042e4"
 
@@ -60,7 +61,7 @@ def problems(data: dict) -> list[str]:
         api.close()
 
 
-def dry_run(tmp_path: Path, data: dict | Path, env: dict | None = None):
+def dry_run(tmp_path: Path, data: dict | Path, env: dict | None = None, *args: str):
     path = data if isinstance(data, Path) else tmp_path / "inventory.yaml"
     if not isinstance(data, Path):
         path.write_text(yaml.safe_dump(data))
@@ -68,7 +69,7 @@ def dry_run(tmp_path: Path, data: dict | Path, env: dict | None = None):
     run_env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", f"--inventory={path}", "--dry-run",
-         f"--reports-dir={tmp_path / 'reports'}", "-p", "no:cacheprovider"],
+         f"--reports-dir={tmp_path / 'reports'}", "-p", "no:cacheprovider", *args],
         cwd=inv.ROOT, env=run_env, capture_output=True, text=True, timeout=120)
 
 
@@ -176,7 +177,14 @@ def test_missing_token_and_bad_inventory_exit_4(client_key, tmp_path, monkeypatc
 
 
 def test_static_inventory_says_what_it_would_do(tmp_path):
-    result = dry_run(tmp_path, inv.INVENTORY_DIR / "static.example.yaml")
+    """Its hosts are fakes that answer the preflight as ready hosts do (tests/support/
+    static_hosts.py; tests/test_static_preflight.py has the unready ones)."""
+    path = inv.INVENTORY_DIR / "static.example.yaml"
+    nodes = list(inv.load(path).nodes or ())
+    answers = static_hosts.write_answers(
+        tmp_path / "answers.json", {n.name: static_hosts.answer(n, nodes) for n in nodes})
+    result = dry_run(tmp_path, path, {static_hosts.FAKE_HOSTS_ENV: str(answers)},
+                     "-p", "tests.support.static_hosts")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "would attach to 3 hosts over SSH as core, creating nothing: coreos-1 (master)" \
         in result.stdout

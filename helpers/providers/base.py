@@ -74,6 +74,8 @@ class Provider(ABC):
         self.inventory = inventory
         self.run_dir = run_dir     # per-run scratch space (keys, logs), under reports/
         self.run_id = run_id
+        # whether a bootstrap follows create(); the lifecycle also heeds --no-bootstrap
+        self.bootstraps = inventory.bootstrap.enabled
 
     def preflight(self) -> None:
         """Raise ProviderUnavailable when this machine lacks what the provider needs."""
