@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from helpers.facts import FactsError, NodeFacts
+from helpers.node_facts import FactsError, NodeFacts
 from helpers.reporting import attach, redact
 
 EVIDENCE_LINES = 25

@@ -10,7 +10,7 @@ import ipaddress
 import re
 
 from helpers import spec
-from helpers.facts import NodeFacts, Socket
+from helpers.node_facts import NodeFacts, Socket
 
 WILDCARDS = ("*", "0.0.0.0", "::")
 READ_ONLY_PORT_DEFAULT = "7080"   # kube-apiserver v0.7's -read_only_port

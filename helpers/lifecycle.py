@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import facts as facts_mod
-from helpers import workload
+from helpers import node_facts, workload
 from helpers.bootstrap import artifacts as artifacts_mod
 from helpers.bootstrap.artifacts import ArtifactError
 from helpers.bootstrap.build import BuildError, SourcesUnavailable
@@ -174,9 +174,9 @@ class ClusterLifecycle:
                 found = self._gather_facts(connections, with_workload=wanted and not standins)
                 state["node_os"] = self._node_versions(found)
                 state["node_versions"] = {name: self._versions_of(f) for name, f in found.items()
-                                          if isinstance(f, facts_mod.NodeFacts)}
+                                          if isinstance(f, node_facts.NodeFacts)}
                 state["unreadable"] = sorted(n for n, f in found.items()
-                                             if not isinstance(f, facts_mod.NodeFacts))
+                                             if not isinstance(f, node_facts.NodeFacts))
         state["steps"] = self.steps.as_dicts()
         write_state(state)
         return state
@@ -264,15 +264,15 @@ class ClusterLifecycle:
                     work = workload.run(self.cluster, connections, guide, timeout)
                 except SSHError as exc:   # the workload checks report it
                     work = {self.cluster.master.name: {"pods_created": f"not run: {exc}"}}
-        rounds = "3 rounds" if facts_mod.PROBE_CONTAINER in self.plan else "1 round"
+        rounds = "3 rounds" if node_facts.PROBE_CONTAINER in self.plan else "1 round"
         with self.steps.step(f"gather facts for the checks ({len(self.plan.probes)} probes, "
                              f"{rounds}, all nodes at once)"):
             found = facts_mod.gather_cluster(self.cluster, connections, guide, timeout,
                                              self.plan)
             for name, sections in work.items():
-                if isinstance(node_facts := found.get(name), facts_mod.NodeFacts):
+                if isinstance(answers := found.get(name), node_facts.NodeFacts):
                     for section, text in sections.items():
-                        node_facts.set(section, text, 0)
+                        answers.set(section, text, 0)
             facts_mod.save(found, FACTS_FILE)
         if work:
             try:
@@ -288,12 +288,12 @@ class ClusterLifecycle:
         master = self.cluster.master
         versions = {"versions_from": master.name}
         facts = found.get(master.name)
-        if not isinstance(facts, facts_mod.NodeFacts):
+        if not isinstance(facts, node_facts.NodeFacts):
             return versions | {"versions_error": str(facts)}
         return versions | self._versions_of(facts)
 
     @staticmethod
-    def _versions_of(facts: facts_mod.NodeFacts) -> dict[str, str]:
+    def _versions_of(facts: node_facts.NodeFacts) -> dict[str, str]:
         return parse_versions(facts.section("versions") + "\ndocker="
                               + facts.section("docker_version").strip())
 

@@ -12,11 +12,12 @@ import allure
 import filelock
 import pytest
 
-from helpers import bundle, lifecycle, probes, reporting, spec, trace
+from helpers import bundle, lifecycle, node_facts, probes, reporting, spec, trace
 from helpers import facts as facts_mod
 from helpers import inventory as inventory_mod
 from helpers import waivers as waivers_mod
 from helpers.checks import CheckFailed
+from helpers.facts_cache import FactsCache
 from helpers.interrupts import Interrupted
 from helpers.paths import REPORTS
 from helpers.providers import Cluster, ProviderUnavailable, provider_class
@@ -350,71 +351,9 @@ class ConformanceRun:
         return found
 
     @pytest.fixture
-    def facts(self, node, cluster_facts) -> facts_mod.NodeFacts:
+    def facts(self, node, cluster_facts) -> node_facts.NodeFacts:
         return cluster_facts.of(node.name)
 
     @pytest.fixture
-    def master_facts(self, cluster, cluster_facts) -> facts_mod.NodeFacts:
+    def master_facts(self, cluster, cluster_facts) -> node_facts.NodeFacts:
         return cluster_facts.of(cluster.master.name)
-
-
-class FactsCache:
-    """Each node's facts, as the controller gathered them once for the run (the file
-    lifecycle.FACTS_FILE), read on first use. `live`: a node can be read again (a
-    recording cannot: tests/support/replay.py)."""
-
-    live = True
-
-    def __init__(self, cluster: Cluster, connections, inventory, path: Path,
-                 plan: probes.Plan | None = None):
-        self.cluster, self.connections, self.inventory = cluster, connections, inventory
-        self.path = path
-        self.plan = plan or facts_mod.full_plan()
-        self._facts: facts_mod.Gathered | None = None
-        self._reread: set[str] = set()
-
-    def _all(self) -> facts_mod.Gathered:
-        if self._facts is None:
-            if not self.path.exists():   # the set-up ended before it gathered them
-                pytest.fail(f"no facts were gathered ({self.path} is missing)", pytrace=False)
-            self._facts = facts_mod.load(self.path, self.cluster)
-        return self._facts
-
-    def refresh(self, name: str, sections: tuple[str, ...]) -> None:
-        """Read these sections of one node again (an answer that may still change)."""
-        current = self.of(name)
-        try:
-            fresh = facts_mod.gather(self.connections[name], current.node, self.cluster,
-                                     self.inventory.guide.values(),
-                                     self.inventory.ssh.command_timeout, self.plan,
-                                     only=sections)
-        except facts_mod.FactsError as exc:
-            self._all()[name] = exc
-            return
-        for section in sections:
-            current.set(section, fresh.section(section), fresh.rc.get(section, -1))
-
-    def reread(self, name: str) -> bool:
-        """A second reading of a node whose check failed: once per node and process, so a
-        run whose checks pass costs nothing more, and one that fails one round trip per
-        failing node. False when the node was already read again, or cannot be."""
-        if name in self._reread:
-            return False
-        self._reread.add(name)
-        node = self.of(name).node
-        self.refresh(name, facts_mod.rereadable(node, self.cluster, self.inventory.guide.values(),
-                                                self.plan))
-        return isinstance(self._all().get(name), facts_mod.NodeFacts)
-
-    def readable(self) -> dict[str, facts_mod.NodeFacts]:
-        """The nodes that answered: an unreadable node's own checks report it, it must not
-        fail another node's check."""
-        return {name: found for name, found in self._all().items()
-                if isinstance(found, facts_mod.NodeFacts)}
-
-    def of(self, name: str) -> facts_mod.NodeFacts:
-        found = self._all().get(name)
-        if not isinstance(found, facts_mod.NodeFacts):
-            reason = str(found).removeprefix(f"{name}: ") if found else "not gathered"
-            pytest.fail(f"{name}: facts could not be gathered: {reason}", pytrace=False)
-        return found

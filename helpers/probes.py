@@ -3,7 +3,7 @@ next to what it needs).
 
 A suite module declares each fact it needs as a `Probe`: the section's name, what the
 facts script runs for it (a shell command, or one `Http` GET), and on which nodes. Its
-checks name what they read with `@reads(...)`. The facts layer (helpers/facts.py)
+checks name what they read with `@reads(...)`. helpers/node_facts.py
 declares the few probes its own parsers read (`systemctl show`, `ss`, the probe
 container...), and marks each parser with the probes it reads. Nothing else lists
 section names: a new fact and its check are one file's change.
@@ -267,7 +267,7 @@ def _callee(func: ast.expr, names: dict):
     if isinstance(owner, ModuleType):
         value = getattr(owner, func.attr, None)
         return value if callable(value) else None
-    from helpers.facts import NodeFacts
+    from helpers.node_facts import NodeFacts
     return getattr(NodeFacts, func.attr, None)
 
 

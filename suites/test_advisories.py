@@ -8,7 +8,7 @@ import pytest
 
 from helpers import exposure, spec
 from helpers.checks import CheckFailed, expect, guide_section
-from helpers.facts import FORWARD_RULES, LISTEN, LOCAL_API
+from helpers.node_facts import FORWARD_RULES, LISTEN, LOCAL_API
 from helpers.probes import HTTP_TIMEOUT, Probe, reads
 from helpers.trace import verifies
 

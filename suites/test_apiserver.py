@@ -4,7 +4,7 @@ import pytest
 
 from helpers import exposure, spec
 from helpers.checks import expect, guide_section
-from helpers.facts import LISTEN, LOCAL_API
+from helpers.node_facts import LISTEN, LOCAL_API
 from helpers.probes import Http, Probe, reads
 from helpers.reporting import attach
 from helpers.trace import verifies

@@ -2,7 +2,7 @@
 from helpers import spec
 from helpers.bootstrap.artifacts import shipped_version
 from helpers.checks import expect, guide_section
-from helpers.facts import BINARIES, BINARY_VERSIONS
+from helpers.node_facts import BINARIES, BINARY_VERSIONS
 from helpers.probes import reads
 from helpers.trace import verifies
 

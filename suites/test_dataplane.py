@@ -4,7 +4,7 @@ container on every other node across the flannel subnets.
 The facts round starts one probe container per node; the next round has each of them
 ping all the others (helpers/facts.py), so this check only reads the answers."""
 from helpers.checks import dropped_there, expect, guide_section
-from helpers.facts import FORWARD_RULES, PINGS, PROBE_CONTAINER
+from helpers.node_facts import FORWARD_RULES, PINGS, PROBE_CONTAINER
 from helpers.probes import Probe, reads
 from helpers.trace import verifies
 

@@ -1,7 +1,7 @@
 """Docker configured to run with flannel: docker0 carries FLANNEL_SUBNET (--bip) and
 containers get FLANNEL_MTU (--mtu)."""
 from helpers.checks import expect, guide_section, readable
-from helpers.facts import DOCKER_VERSION, PROBE_CONTAINER, SUBNET_ENV
+from helpers.node_facts import DOCKER_VERSION, PROBE_CONTAINER, SUBNET_ENV
 from helpers.probes import Probe, reads
 from helpers.trace import verifies
 

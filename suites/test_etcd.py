@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from helpers import spec
 from helpers.checks import expect, guide_section
-from helpers.facts import ETCD_CONFIG
+from helpers.node_facts import ETCD_CONFIG
 from helpers.probes import Http, Probe, reads
 from helpers.trace import verifies
 

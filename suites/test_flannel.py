@@ -5,7 +5,7 @@ import json
 
 from helpers import spec
 from helpers.checks import expect, guide_section
-from helpers.facts import ETCD_CONFIG, SUBNET_ENV, as_int
+from helpers.node_facts import ETCD_CONFIG, SUBNET_ENV, as_int
 from helpers.probes import Http, Probe, reads
 from helpers.trace import verifies
 

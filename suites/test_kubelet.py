@@ -2,7 +2,7 @@
 the private network, and not on the public address."""
 from helpers import exposure
 from helpers.checks import expect, guide_section
-from helpers.facts import LISTEN
+from helpers.node_facts import LISTEN
 from helpers.probes import Http, Probe, reads
 from helpers.reporting import attach
 from helpers.trace import verifies

@@ -4,7 +4,14 @@ import pytest
 
 from helpers import spec
 from helpers.checks import expect, guide_section, unit_evidence
-from helpers.facts import FAILED, SHOW, UNIT_EXITS, WANTS, start_order_violations, systemd_entries
+from helpers.node_facts import (
+    FAILED,
+    SHOW,
+    UNIT_EXITS,
+    WANTS,
+    start_order_violations,
+    systemd_entries,
+)
 from helpers.probes import reads
 from helpers.trace import verifies
 

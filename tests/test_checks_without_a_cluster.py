@@ -11,8 +11,8 @@ import yaml
 
 from helpers import spec
 from helpers.checks import CheckFailed
-from helpers.facts import NodeFacts
 from helpers.inventory import parse
+from helpers.node_facts import NodeFacts
 from helpers.providers.base import Cluster, Node
 from suites import test_binaries, test_environment, test_units
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import facts as facts_mod
-from helpers import spec
+from helpers import node_facts, spec
 from helpers.probes import Plan, Probe
 from helpers.providers.base import Cluster, Node
 from helpers.ssh import Connection
@@ -34,12 +34,12 @@ BOOT = dict(etcd=(1.0, 0, 1.2), flannel=(1.3, 0, 1.4), docker=(1.5, 0, 2.0),
 
 
 def test_the_guides_boot_order_has_no_violation():
-    assert facts_mod.start_order_violations(spec.MINION, show(**BOOT)) == []
+    assert node_facts.start_order_violations(spec.MINION, show(**BOOT)) == []
 
 
 def test_a_unit_started_before_its_dependency_was_active_is_a_violation():
     units = show(**{**BOOT, "docker": (1.35, 0, 1.6)})   # flannel active only at 1.4 s
-    assert facts_mod.start_order_violations(spec.MINION, units) == [
+    assert node_facts.start_order_violations(spec.MINION, units) == [
         "docker started at 1.35s while flannel.service was not active (active only at 1.40s)"]
 
 
@@ -47,24 +47,24 @@ def test_a_dependency_restarted_later_alone_is_no_violation():
     """`systemctl restart docker` at 100 s: kubelet (started at 2.1 s) ran against the
     earlier docker, which was active then. The rule before this one flagged it."""
     units = show(**{**BOOT, "docker": (100.0, 99.9, 100.5)})
-    assert facts_mod.start_order_violations(spec.MINION, units) == []
+    assert node_facts.start_order_violations(spec.MINION, units) == []
 
 
 def test_a_unit_started_while_its_restarted_dependency_was_down_is_a_violation():
     units = show(**{**BOOT, "docker": (100.0, 99.9, 100.5), "kubelet": (100.2, 99.0, 100.3)})
-    assert [v.split()[0] for v in facts_mod.start_order_violations(spec.MINION, units)] == [
+    assert [v.split()[0] for v in node_facts.start_order_violations(spec.MINION, units)] == [
         "kubelet"]
 
 
 def test_a_unit_that_never_started_or_a_dependency_never_active_is_left_to_other_checks():
     units = show(**{**BOOT, "flannel": (0, 0, 0)})
     units["docker.service"]["ActiveEnterTimestampMonotonic"] = "0"
-    assert facts_mod.start_order_violations(spec.MINION, units) == []
+    assert node_facts.start_order_violations(spec.MINION, units) == []
 
 
 # -- answers ------------------------------------------------------------------------------
-def facts(**sections: str) -> facts_mod.NodeFacts:
-    return facts_mod.NodeFacts(MINION, dict(sections), {name: 0 for name in sections})
+def facts(**sections: str) -> node_facts.NodeFacts:
+    return node_facts.NodeFacts(MINION, dict(sections), {name: 0 for name in sections})
 
 
 def test_probe_address_is_read_from_the_containers_eth0():
@@ -147,17 +147,17 @@ def test_the_probe_section_is_in_the_script_only_with_a_probe_name():
 
 # -- the hand-over to xdist workers -------------------------------------------------------------
 def test_save_and_load_keep_sections_codes_and_errors(tmp_path):
-    gathered: facts_mod.Gathered = {"coreos-1": facts_mod.NodeFacts(MASTER, {"boot_id": "b"}, {"boot_id": 0}),
-                "coreos-2": facts_mod.FactsError("coreos-2: the facts script did not finish "
+    gathered: facts_mod.Gathered = {"coreos-1": node_facts.NodeFacts(MASTER, {"boot_id": "b"}, {"boot_id": 0}),
+                "coreos-2": node_facts.FactsError("coreos-2: the facts script did not finish "
                                                  "within 10 s")}
     path = tmp_path / "facts.json"
     facts_mod.save(gathered, path)
     loaded = facts_mod.load(path, CLUSTER)
     master = loaded["coreos-1"]
-    assert isinstance(master, facts_mod.NodeFacts)
+    assert isinstance(master, node_facts.NodeFacts)
     assert master.text == {"boot_id": "b"} and master.rc == {"boot_id": 0}
     assert master.node == MASTER
-    assert isinstance(loaded["coreos-2"], facts_mod.FactsError)
+    assert isinstance(loaded["coreos-2"], node_facts.FactsError)
     assert "did not finish within 10 s" in str(loaded["coreos-2"])
 
 
@@ -172,7 +172,7 @@ def test_a_hung_node_gives_a_short_timeout_message_not_the_script(sshd, monkeypa
     connection = Connection(node, sshd.user, sshd.client_key, connect_timeout=5,
                             command_timeout=20)
     try:
-        with pytest.raises(facts_mod.FactsError) as raised:
+        with pytest.raises(node_facts.FactsError) as raised:
             facts_mod.gather(connection, node, Cluster("static", [node], sshd.user, str(sshd.client_key)),
                              GUIDE, timeout=1.5, plan=plan)
     finally:
@@ -187,7 +187,7 @@ def test_a_node_that_answers_no_section_is_a_facts_error(sshd, monkeypatch):  # 
     connection = Connection(node, sshd.user, sshd.client_key, connect_timeout=5,
                             command_timeout=20)
     try:
-        with pytest.raises(facts_mod.FactsError, match=r"answered no section \(exit 3\)"):
+        with pytest.raises(node_facts.FactsError, match=r"answered no section \(exit 3\)"):
             facts_mod.gather(connection, node, Cluster("static", [node], sshd.user, str(sshd.client_key)),
                              GUIDE, timeout=10, plan=facts_mod.full_plan())
     finally:
@@ -207,8 +207,8 @@ def test_an_unexpected_error_reading_one_node_fails_that_node_only(monkeypatch):
     found = facts_mod.gather_cluster(CLUSTER, {"coreos-1": Answering(), "coreos-2": Broken()},
                                      GUIDE, timeout=5, plan=facts_mod.full_plan())
     master = found["coreos-1"]
-    assert isinstance(master, facts_mod.NodeFacts) and master.section("boot_id") == "b"
-    assert isinstance(found["coreos-2"], facts_mod.FactsError)
+    assert isinstance(master, node_facts.NodeFacts) and master.section("boot_id") == "b"
+    assert isinstance(found["coreos-2"], node_facts.FactsError)
     assert str(found["coreos-2"]) == "coreos-2: OSError: network is unreachable"
 
 

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
-from helpers.facts import Http, NodeFacts
+from helpers.node_facts import NodeFacts
+from helpers.probes import Http
 from helpers.providers.base import Node
 from tools.per_assertion import DATA_PLANE, PerAssertionFacts
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import facts as facts_mod
-from helpers import plugin, probes
+from helpers import node_facts, plugin, probes
 from helpers.providers.base import Cluster, Node
 
 MASTER = Node("coreos-1", "master", "192.168.2.1", "10.120.0.1", "192.168.2.1")
@@ -76,7 +76,7 @@ def test_the_data_plane_round_runs_only_when_a_check_reads_the_pings():
 
 def test_a_check_reading_an_undeclared_fact_is_refused_by_name(tmp_path):
     path = suite(tmp_path, """
-        from helpers.facts import SUBNET_ENV
+        from helpers.node_facts import SUBNET_ENV
         from helpers.probes import reads
 
         @reads(SUBNET_ENV)
@@ -139,7 +139,7 @@ def test_a_new_fact_and_its_check_are_one_file(tmp_path):
     texts, codes = facts_mod.split_sections(f"{facts_mod.MARK}uptime\n0.5 1.0\n"
                                             f"{facts_mod.MARK}rc 0\n")
     with pytest.raises(AssertionError):
-        module.test_the_node_has_been_up_a_while(MINION, facts_mod.NodeFacts(MINION, texts, codes))
+        module.test_the_node_has_been_up_a_while(MINION, node_facts.NodeFacts(MINION, texts, codes))
 
 
 def test_a_per_node_probe_runs_on_the_master_once_for_every_node():
@@ -161,4 +161,4 @@ def test_two_probes_of_one_name_are_refused(tmp_path):
         """)
     modules = probes.load([path])
     with pytest.raises(probes.ProbeError, match="two probes are named `show`"):
-        probes.plan({module: () for module in modules}, (facts_mod.SHOW,))
+        probes.plan({module: () for module in modules}, (node_facts.SHOW,))

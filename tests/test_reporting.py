@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import reporting
-from helpers.facts import VERSIONS_COMMAND
 from helpers.inventory import ROOT
 from helpers.lifecycle import parse_versions
+from helpers.node_facts import VERSIONS_COMMAND
 
 TOKEN = "dop_v1_" + "0123456789abcdef" * 4
 KEY = """-----BEGIN OPENSSH PRIVATE KEY-----

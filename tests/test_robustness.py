@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from helpers import facts as facts_mod
 from helpers import inventory as inv
-from helpers import inventory_types
+from helpers import inventory_types, node_facts
 from helpers.checks import CheckFailed
 from helpers.providers.base import Cluster, Node
 from suites import (
@@ -137,8 +137,8 @@ def no_waiting(monkeypatch):
 @SETTINGS
 @given(answers, answers, codes)
 def test_garbage_node_answers_fail_checks_cleanly(master_text, minion_text, rc):
-    facts = {"coreos-1": facts_mod.NodeFacts(MASTER, master_text, rc),
-             "coreos-2": facts_mod.NodeFacts(MINION, minion_text, rc)}
+    facts = {"coreos-1": node_facts.NodeFacts(MASTER, master_text, rc),
+             "coreos-2": node_facts.NodeFacts(MINION, minion_text, rc)}
     cache = FakeCache(facts)
     for check in CHECKS:
         for node in (MASTER, MINION):
@@ -156,6 +156,6 @@ def test_split_sections_accepts_any_output(output):
 
 
 def test_a_known_garbage_answer_fails_with_the_node_named():
-    facts = facts_mod.NodeFacts(MINION, {"subnet_env": "FLANNEL_SUBNET=garbage"}, {"subnet_env": 0})
+    facts = node_facts.NodeFacts(MINION, {"subnet_env": "FLANNEL_SUBNET=garbage"}, {"subnet_env": 0})
     with pytest.raises(CheckFailed, match=r"^coreos-2: .*FLANNEL_SUBNET"):
         test_flannel.test_subnet_env_exists_and_parses(MINION, facts)

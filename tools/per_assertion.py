@@ -16,18 +16,19 @@ from pathlib import Path
 import pytest
 
 from helpers import facts as facts_mod
-from helpers import lifecycle
-from helpers.plugin import FACTS_KEY, FactsCache
+from helpers import lifecycle, node_facts
+from helpers.facts_cache import FactsCache
+from helpers.plugin import FACTS_KEY
 
 # what the controller still reads in its first round: the probe container, and the
 # FORWARD counter that opens the window in which the pings' drops are counted
 DATA_PLANE = ("probe_container", "forward_rules")
 
 
-class PerAssertionFacts(facts_mod.NodeFacts):
+class PerAssertionFacts(node_facts.NodeFacts):
     """One node's facts where every read of a section runs its command again."""
 
-    def __init__(self, gathered: facts_mod.NodeFacts, host, commands: dict[str, str]):
+    def __init__(self, gathered: node_facts.NodeFacts, host, commands: dict[str, str]):
         super().__init__(gathered.node, dict(gathered.text), dict(gathered.rc))
         self.host, self.commands = host, commands
 
@@ -59,16 +60,16 @@ class PerAssertionFacts(facts_mod.NodeFacts):
 class PerAssertionCache(FactsCache):
     """The run's facts as every check sees them: re-read on each ask."""
 
-    def _wrap(self, gathered: facts_mod.NodeFacts) -> PerAssertionFacts:
+    def _wrap(self, gathered: node_facts.NodeFacts) -> PerAssertionFacts:
         node = gathered.node
         host = self.connections[node.name].testinfra_host()
         commands = facts_mod.section_commands(node, self.cluster, self.inventory.guide.values())
         return PerAssertionFacts(gathered, host, commands)
 
-    def of(self, name: str) -> facts_mod.NodeFacts:
+    def of(self, name: str) -> node_facts.NodeFacts:
         return self._wrap(super().of(name))
 
-    def readable(self) -> dict[str, facts_mod.NodeFacts]:
+    def readable(self) -> dict[str, node_facts.NodeFacts]:
         return {name: self._wrap(found) for name, found in super().readable().items()}
 
 

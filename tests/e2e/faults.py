@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from helpers import spec, workload
-from helpers.facts import parse_show, start_order_violations
+from helpers.node_facts import parse_show, start_order_violations
 
 MASTER, MINION_A, MINION_B = "coreos-1", "coreos-2", "coreos-3"
 NODES = (MASTER, MINION_A, MINION_B)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.plugin import FACTS_KEY, STATE_KEY, FactsCache
+from helpers.facts_cache import FactsCache
+from helpers.plugin import FACTS_KEY, STATE_KEY
 
 
 def pytest_addoption(parser):
