@@ -6,6 +6,10 @@ node by its private address. Both then wait for the starting point the guide ass
 etcd healthy with every member on the guide's client port. And both have the same create
 lifecycle: a killed run's leftovers removed first, and what a failed create made removed
 before its error goes on (Molecule's driver does the same: destroy, then create).
+
+One `etcd_environment`, and one drop-in carrying it, serve qemu (written at first boot)
+and digitalocean (written over SSH, once the droplets have their private addresses), so
+the etcd the guide starts from is the same on both; local writes its /etc/default/etcd.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from helpers.waiting import poll
 
 log = logging.getLogger(__name__)
 
+ETCD_DROPIN = "20-k8sconf-etcd.conf"     # the drop-in's name, for every etcd unit we configure
 ETCD_READY = ("curl -sf --max-time 3 http://127.0.0.1:4001/health && echo && "
               "curl -sf --max-time 3 http://127.0.0.1:4001/v2/members")
 
@@ -55,6 +60,34 @@ def hosts_file(nodes: Sequence[Named]) -> str:
     """/etc/hosts: every node by its private address, as the guide's nodes resolve peers."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{n.private_ip}\t{n.name}" for n in nodes]
+    return "\n".join(lines) + "\n"
+
+
+def etcd_environment(member: tuple[str, str], members: Sequence[tuple[str, str]], token: str,
+                     *, slow: bool = False) -> dict[str, str]:
+    """The ETCD_* variables of `member` (name, private IP) in a new cluster of `members`."""
+    name, ip_ = member
+    env = {
+        "ETCD_NAME": name,
+        "ETCD_ENABLE_V2": "true",   # the guide's flannel and kubernetes speak the v2 API
+        "ETCD_LISTEN_CLIENT_URLS": "http://0.0.0.0:2379,http://0.0.0.0:4001",
+        "ETCD_ADVERTISE_CLIENT_URLS": f"http://{ip_}:2379,http://{ip_}:4001",
+        "ETCD_LISTEN_PEER_URLS": f"http://{ip_}:2380",
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS": f"http://{ip_}:2380",
+        "ETCD_INITIAL_CLUSTER": ",".join(f"{n}=http://{ip}:2380" for n, ip in members),
+        "ETCD_INITIAL_CLUSTER_STATE": "new",
+        "ETCD_INITIAL_CLUSTER_TOKEN": token,
+    }
+    if slow:    # emulated guests on a shared host stall for seconds at a time
+        env.update(ETCD_HEARTBEAT_INTERVAL="500", ETCD_ELECTION_TIMEOUT="5000")
+    return env
+
+
+def etcd_dropin(env: dict[str, str], writer: str) -> str:
+    """A systemd drop-in giving the etcd unit `env`; `writer` names the provider."""
+    lines = [f"# written by k8s-coreos-conformance ({writer})", "[Unit]",
+             "Wants=network-online.target", "After=network-online.target", "", "[Service]"]
+    lines += [f'Environment="{k}={v}"' for k, v in env.items()]
     return "\n".join(lines) + "\n"
 
 

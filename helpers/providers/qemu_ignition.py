@@ -33,13 +33,12 @@ from helpers.bootstrap.ignition import MachineConfig
 from helpers.inventory import Inventory
 from helpers.inventory_sections import QemuSettings
 from helpers.providers.base import ProviderError
-from helpers.providers.machines import hosts_file
+from helpers.providers.machines import ETCD_DROPIN, etcd_dropin, etcd_environment, hosts_file
 from helpers.providers.qemu_vm import VMPlan, user_net_addresses
 
 FLATCAR_FW_CFG = "opt/org.flatcar-linux/config"
 FILES_FW_CFG = "opt/k8sconf/config.tar"
 ETCD_UNIT = "etcd-member.service"
-ETCD_DROPIN = "20-k8sconf-etcd.conf"
 
 
 def _network_file(mac: str, address: str, prefixlen: int, gateway: str | None = None,
@@ -52,32 +51,6 @@ def _network_file(mac: str, address: str, prefixlen: int, gateway: str | None = 
         lines.append(f"Gateway={gateway}")
     if dns:
         lines.append(f"DNS={dns}")
-    return "\n".join(lines) + "\n"
-
-
-def etcd_environment(plan: VMPlan, plans: list[VMPlan], token: str, slow: bool) -> dict[str, str]:
-    members = ",".join(f"{p.name}=http://{p.private_ip}:2380" for p in plans)
-    ip_ = plan.private_ip
-    env = {
-        "ETCD_NAME": plan.name,
-        "ETCD_ENABLE_V2": "true",   # the guide's flannel and kubernetes speak the v2 API
-        "ETCD_LISTEN_CLIENT_URLS": "http://0.0.0.0:2379,http://0.0.0.0:4001",
-        "ETCD_ADVERTISE_CLIENT_URLS": f"http://{ip_}:2379,http://{ip_}:4001",
-        "ETCD_LISTEN_PEER_URLS": f"http://{ip_}:2380",
-        "ETCD_INITIAL_ADVERTISE_PEER_URLS": f"http://{ip_}:2380",
-        "ETCD_INITIAL_CLUSTER": members,
-        "ETCD_INITIAL_CLUSTER_STATE": "new",
-        "ETCD_INITIAL_CLUSTER_TOKEN": token,
-    }
-    if slow:    # emulated guests on a shared host stall for seconds at a time
-        env.update(ETCD_HEARTBEAT_INTERVAL="500", ETCD_ELECTION_TIMEOUT="5000")
-    return env
-
-
-def _etcd_dropin(env: dict[str, str]) -> str:
-    lines = ["# written by k8s-coreos-conformance (qemu provider)", "[Unit]",
-             "Wants=network-online.target", "After=network-online.target", "", "[Service]"]
-    lines += [f'Environment="{k}={v}"' for k, v in env.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +77,9 @@ def node_ignition(inventory: Inventory, settings: QemuSettings, plan: VMPlan,
          _network_file(plan.private_mac, plan.private_ip, settings.private_network.prefixlen),
          0o644),
     ]
-    etcd = _etcd_dropin(etcd_environment(plan, plans, etcd_token, slow))
+    env = etcd_environment((plan.name, plan.private_ip), [(p.name, p.private_ip) for p in plans],
+                           etcd_token, slow=slow)
+    etcd = etcd_dropin(env, "qemu provider")
     return replace(base, files=[*base.files, *extra_files],
                    units=[*base.units, (ETCD_UNIT, None)],
                    dropins=[*base.dropins, (ETCD_UNIT, ETCD_DROPIN, etcd)]).ignition_dict()
