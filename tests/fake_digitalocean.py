@@ -5,6 +5,7 @@
         fake.fail_next(429, 2, retry_after=1)    # the next 2 requests get 429
         fake.stick("coreos-2")                   # droplets whose name contains it stay 'new'
         fake.partial_create(2)                   # the next create makes only 2 droplets
+        fake.etcd_never_healthy("coreos-2")      # that droplet's etcd never answers healthy
 
 Only the endpoints the provider and the reaper call, with the API's payload shapes:
 POST /v2/droplets (`names` or `name`), GET /v2/droplets (?tag_name, page, per_page;
@@ -23,6 +24,13 @@ cloud-config): the host key it injected and the authorized keys it listed, so th
 provider's host-key verification is real. `force_command` makes sshd run that instead
 of any command (the suites' checks then fail fast, touching nothing here). An sshd
 stops (by pid) when its droplet is deleted and when the fake stops.
+
+Each sshd answers the provider's etcd step (helpers/providers/do_etcd.py) as a Flatcar
+droplet would, without running any of it here (the tests may run as root): the unit
+search finds only etcd-member.service, the setup script is kept in the droplet's
+`etcd-setup` file and succeeds, and once it has run the health check answers healthy
+with every droplet of the same create as a member. Every other command runs as sent,
+or as `force_command`.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import getpass
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -43,6 +52,8 @@ from typing import Any, Self
 
 import yaml
 
+from helpers.providers.do_etcd import FIND_UNITS
+from helpers.providers.machines import ETCD_READY
 from tests.sshd import SSHD, _wait_for_banner, stop
 
 _ADDRESSES = itertools.count(2)   # 127.0.0.N across all fakes of a process: never reused
@@ -145,8 +156,24 @@ def parse_user_data(text: str) -> dict:
     return found
 
 
+def _etcd_standin(directory: Path, force_command: str | None) -> str:
+    """sshd's ForceCommand: the etcd step answered (see the module doc), the rest passed on."""
+    return "\n".join([
+        "#!/bin/sh",
+        f"here={shlex.quote(str(directory))}",
+        'cmd=$SSH_ORIGINAL_COMMAND',
+        'if [ "$cmd" = "$(cat "$here/find-units")" ]; then',
+        "    echo 'etcd-member.service /usr/lib/systemd/system/etcd-member.service'; exit 0; fi",
+        'if [ "$cmd" = "$(cat "$here/etcd-ready")" ]; then',
+        '    [ -e "$here/etcd-setup" ] && [ -e "$here/etcd-health" ] && exec cat "$here/etcd-health"',
+        "    exit 7; fi",
+        'case "$cmd" in "sudo -n sh -c "*20-k8sconf-etcd.conf*)',
+        '    printf %s "$cmd" > "$here/etcd-setup"; exit 0;; esac',
+        f"exec {force_command}" if force_command else 'exec /bin/sh -c "$cmd"', ""])
+
+
 def _sshd_config(directory: Path, host: str, port: int, user: str,
-                 force_command: str | None) -> str:
+                 force_command: str) -> str:
     lines = [
         f"Port {port}", f"ListenAddress {host}",
         f"HostKey {directory / 'ssh_host_ed25519_key'}",
@@ -156,9 +183,8 @@ def _sshd_config(directory: Path, host: str, port: int, user: str,
         "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", f"AllowUsers {user}", "LogLevel INFO",
         "MaxStartups 100", "MaxSessions 100", "UseDNS no", "SetEnv SHLVL=1",
+        f"ForceCommand {force_command}",
     ]
-    if force_command:
-        lines.append(f"ForceCommand {force_command}")
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +208,7 @@ class FakeDigitalOcean:
         self._failures: list[tuple[int, dict]] = []
         self._stuck: set[str] = set()
         self._partial: tuple[int, int] | None = None
+        self._etcd_sick: set[str] = set()
         self._stalls: list[float] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -218,6 +245,17 @@ class FakeDigitalOcean:
         those made; anything else is an error after the fact)."""
         with self.lock:
             self._partial = (made, status)
+
+    def etcd_never_healthy(self, name_part: str) -> None:
+        """Droplets whose name contains name_part never answer the etcd health check."""
+        with self.lock:
+            self._etcd_sick.add(name_part)
+
+    def etcd_setup(self, name: str) -> str | None:
+        """The etcd setup command the provider sent droplet `name` (None: not sent)."""
+        assert self.sshd_dir is not None
+        path = self.sshd_dir / name / "etcd-setup"
+        return path.read_text() if path.exists() else None
 
     def add_droplet(self, name: str, tags: list[str], age: float = 0.0,
                     status: str = "active") -> dict:
@@ -355,9 +393,13 @@ class FakeDigitalOcean:
         (directory / "authorized_keys").write_text("\n".join(found["authorized_keys"]) + "\n")
         user = self.login_user or found["user"] or getpass.getuser()
         host = f"127.0.0.{droplet.octet}"
+        (directory / "find-units").write_text(FIND_UNITS)
+        (directory / "etcd-ready").write_text(ETCD_READY)
+        standin = directory / "command"
+        standin.write_text(_etcd_standin(directory, self.force_command))
+        standin.chmod(0o755)
         config = directory / "sshd_config"
-        config.write_text(_sshd_config(directory, host, self.ssh_port, user,
-                                       self.force_command))
+        config.write_text(_sshd_config(directory, host, self.ssh_port, user, str(standin)))
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         with (directory / "sshd.log").open("ab") as log:
@@ -369,6 +411,19 @@ class FakeDigitalOcean:
             droplet.sshd_error = (directory / "sshd.log").read_text(errors="replace")[-500:]
             return
         droplet.sshd = process
+
+    def _etcd_cluster(self, droplets: list[FakeDroplet]) -> None:
+        """What each droplet's etcd health check answers once set up: every droplet of
+        the create a member (ETCD_READY's two answers)."""
+        members = [{"name": d.data["name"], "peerURLs": [f"http://127.1.0.{d.octet}:2380"],
+                    "clientURLs": [f"http://127.1.0.{d.octet}:2379",
+                                   f"http://127.1.0.{d.octet}:4001"]} for d in droplets]
+        answer = '{"health":"true","reason":""}\n' + json.dumps({"members": members}) + "\n"
+        for droplet in droplets:
+            directory = (self.sshd_dir or Path()) / droplet.data["name"]
+            sick = any(part in droplet.data["name"] for part in self._etcd_sick)
+            if droplet.sshd is not None and not sick:
+                (directory / "etcd-health").write_text(answer)
 
     def _stop_sshd(self, droplet: FakeDroplet) -> None:
         if droplet.sshd is not None:
@@ -534,7 +589,9 @@ class _Handler(BaseHTTPRequestHandler):
             made, status = fake._partial
             fake._partial = None
             names = names[:made]
-        droplets = [fake._new_droplet(name, body, user_data).data for name in names]
+        new = [fake._new_droplet(name, body, user_data) for name in names]
+        fake._etcd_cluster(new)
+        droplets = [d.data for d in new]
         if status != 202:
             return self._error(status, "server_error" if status >= 500 else
                                "unprocessable_entity", "creating droplets failed mid-way")

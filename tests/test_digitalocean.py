@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,8 +26,9 @@ import yaml
 from helpers import ssh as ssh_mod
 from helpers.inventory import ROOT, parse
 from helpers.providers import digitalocean as do
-from helpers.providers import do_api, do_reap, do_userdata
-from helpers.providers.base import Cluster, ProviderError, ProviderUnavailable
+from helpers.providers import do_api, do_etcd, do_reap, do_userdata
+from helpers.providers.base import Cluster, Node, ProviderError, ProviderUnavailable
+from helpers.providers.machines import ETCD_READY
 from tests.fake_digitalocean import FakeDigitalOcean, parse_user_data
 from tests.project import copy_project
 from tests.sshd import free_port, keygen
@@ -207,6 +209,139 @@ def test_more_nodes_than_one_request_can_make_is_refused(fake, client_key, ssh_p
     with pytest.raises(ProviderError, match="11 nodes, but one create request makes at most 10"):
         make_provider(inventory, tmp_path).create()
     assert fake.requests == []
+
+
+# -- etcd, as the guide starts from it -----------------------------------------------------------
+DROPIN = "/etc/systemd/system/etcd-member.service.d/20-k8sconf-etcd.conf"
+FLATCAR = "etcd-member.service /usr/lib/systemd/system/etcd-member.service\n"
+OWN = "etcd.service /lib/systemd/system/etcd.service\n"
+
+
+def script_of(command: str) -> str:
+    """The script inside `sudo -n sh -c '<script>'`, as Connection.run(sudo=True) sends it."""
+    words = shlex.split(command)
+    assert words[:4] == ["sudo", "-n", "sh", "-c"], command[:80]
+    return words[4]
+
+
+def test_create_sets_up_etcd_on_every_droplet(provider, fake):
+    cluster = provider.create()
+    private = {n.name: n.private_ip for n in cluster.nodes}
+    members = ",".join(f"{name}=http://{ip}:2380" for name, ip in private.items())
+    for node in cluster.nodes:
+        script = script_of(fake.etcd_setup(f"{node.name}-{suffix()}") or "")
+        ip_ = node.private_ip
+        for line in (f"ETCD_NAME={node.name}", f"ETCD_INITIAL_CLUSTER={members}",
+                     "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379,http://0.0.0.0:4001",
+                     f"ETCD_ADVERTISE_CLIENT_URLS=http://{ip_}:2379,http://{ip_}:4001",
+                     f"ETCD_LISTEN_PEER_URLS=http://{ip_}:2380", "ETCD_ENABLE_V2=true",
+                     f"ETCD_INITIAL_CLUSTER_TOKEN=k8sconf-run-{suffix()}"):
+            assert f'Environment="{line}"' in script, line
+        assert f"> {DROPIN}" in script and "ETCD_ELECTION_TIMEOUT" not in script
+        assert ("ln -s /usr/lib/systemd/system/etcd-member.service "
+                "/etc/systemd/system/etcd.service") in script
+        assert script.index("systemctl daemon-reload") < \
+            script.index("systemctl enable --now --no-block etcd-member.service")
+    provider.destroy(cluster)
+
+
+class RecordingConnection:
+    """A droplet as the etcd step talks to it: answers from `units`, records each call."""
+
+    def __init__(self, node: Node, units: str, healthy: bool = True, script_rc: int = 0):
+        self.node, self.units, self.healthy, self.script_rc = node, units, healthy, script_rc
+        self.calls: list[tuple[str, bool, float | None]] = []
+        self.closed = False
+
+    def run(self, command: str, *, timeout: float | None = None, sudo: bool = False,
+            **_) -> ssh_mod.Result:
+        self.calls.append((command, sudo, timeout))
+        rc, out = 0, ""
+        if command == do_etcd.FIND_UNITS:
+            out = self.units
+        elif command == ETCD_READY:
+            rc, out = (0, '{"health":"true"}\n' + '"clientURLs"' * 3) if self.healthy else (7, "")
+        elif sudo:
+            rc, out = self.script_rc, "sudo: a password is required" if self.script_rc else ""
+        return ssh_mod.Result(self.node.name, command, rc, out, "", 0.0)
+
+    def scripts(self) -> list[str]:
+        return [command for command, sudo, _ in self.calls if sudo]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def etcd_step(units: str, **behaviour) -> dict[str, RecordingConnection]:
+    nodes = {f"coreos-{i}-{suffix()}": Node(f"coreos-{i}", "minion", f"203.0.113.{i}",
+                                            f"10.132.0.{i}", f"203.0.113.{i}")
+             for i in (1, 2, 3)}
+    conns = {n.name: RecordingConnection(n, units, **behaviour) for n in nodes.values()}
+    do_etcd.set_up(nodes, lambda node: conns[node.name], "k8sconf-run-x",
+                   time.monotonic() + 2.5, 7.0)
+    return conns
+
+
+def test_etcd_step_names_every_member_on_its_private_address():
+    conns = etcd_step(FLATCAR)
+    members = "coreos-1=http://10.132.0.1:2380,coreos-2=http://10.132.0.2:2380," \
+              "coreos-3=http://10.132.0.3:2380"
+    for i, conn in enumerate(conns.values(), start=1):
+        [script] = conn.scripts()
+        assert f'Environment="ETCD_INITIAL_CLUSTER={members}"' in script
+        assert (f'Environment="ETCD_ADVERTISE_CLIENT_URLS=http://10.132.0.{i}:2379,'
+                f'http://10.132.0.{i}:4001"') in script
+        assert 'Environment="ETCD_ENABLE_V2=true"' in script and DROPIN in script
+        assert [c for c, _, _ in conn.calls][-1] == ETCD_READY      # then the health wait
+        assert all(timeout for _, _, timeout in conn.calls)         # every call bounded
+        assert conn.closed
+
+
+@pytest.mark.parametrize("units,unit,alias", [
+    (FLATCAR, "etcd-member.service", True),
+    (OWN, "etcd.service", False),
+    (OWN + FLATCAR, "etcd.service", False),
+], ids=["flatcar", "own-etcd", "both"])
+def test_etcd_alias_only_when_etcd_member_exists_and_etcd_service_does_not(units, unit, alias):
+    for conn in etcd_step(units).values():
+        [script] = conn.scripts()
+        assert f"/etc/systemd/system/{unit}.d/20-k8sconf-etcd.conf" in script
+        assert ("ln -s /usr/lib/systemd/system/etcd-member.service "
+                "/etc/systemd/system/etcd.service" in script) is alias
+        assert ("ln -s" in script) is alias
+        assert f"systemctl enable --now --no-block {unit}" in script
+
+
+def test_etcd_step_failures_are_one_line_naming_the_droplet():
+    with pytest.raises(ProviderUnavailable) as missing:
+        etcd_step("")
+    assert "digitalocean: droplet coreos-" in str(missing.value)
+    assert "neither etcd.service nor etcd-member.service" in str(missing.value)
+    with pytest.raises(ProviderError) as refused:
+        etcd_step(FLATCAR, script_rc=1)
+    assert "setting up etcd-member.service exited 1: sudo: a password is required" \
+        in str(refused.value)
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as sick:
+        etcd_step(FLATCAR, healthy=False)
+    assert time.monotonic() - started < 6
+    for caught in (missing, refused, sick):
+        assert "\n" not in str(caught.value)
+        assert str(caught.value).startswith("digitalocean: droplet coreos-")
+
+
+def test_droplet_whose_etcd_never_gets_healthy_fails_create(fake, client_key, ssh_port,
+                                                            tmp_path):
+    fake.etcd_never_healthy("coreos-2")
+    provider = make_provider(do_inventory(fake.url, client_key, ssh_port, active_timeout=4),
+                             tmp_path)
+    with pytest.raises(ProviderError) as caught:
+        provider.create()
+    message = str(caught.value)
+    assert message.startswith(f"digitalocean: droplet coreos-2-{suffix()}: etcd on coreos-2 "
+                              "not healthy with 3 members in time")
+    assert "\n" not in message and "coreos-1" not in message
+    assert fake.count() == 0
 
 
 # -- rate limits, server errors, other errors --------------------------------------------------

@@ -21,6 +21,11 @@ Design, and why:
   afterwards by the SSH bootstrap: one shared user_data cannot carry per-role units,
   and the `-machines=` list needs private IPs that exist only after creation, so
   `bootstrap.mode: cloud-config` is refused in preflight.
+- The etcd the guide starts from (three members over the private IPv4s, clients on 2379
+  and 4001, the v2 API on) is set up over SSH once every droplet answers, on all at
+  once: the same ETCD_* drop-in the qemu provider writes at first boot, and on Flatcar
+  `etcd.service` made an alias of `etcd-member.service` for the guide's units; then a
+  wait for every member healthy (helpers/providers/do_etcd.py).
 - Names and tags: droplet `<node>-<run id>` (hostname characters only); tags = the
   inventory's + project tag `k8s-coreos-conformance` + run tag `k8sconf-run-<run id>`.
   Everything is found and removed by the run tag; `destroy(None)` derives it from the
@@ -30,8 +35,8 @@ Design, and why:
   helpers/providers/do_api.py; the user_data is helpers/providers/do_userdata.py; the
   reaper is helpers/providers/do_reap.py.
 - Waits are bounded: `active_timeout` for `new` -> `active` (then a ProviderError names
-  the droplets still pending), the same again for SSH, 120 s for destroy to show none
-  left. Any failure in create removes whatever exists under the run tag before raising.
+  the droplets still pending), the same again for SSH and again for etcd (each remote
+  command within `ssh.command_timeout`), 120 s for destroy to show none left. Any failure in create removes whatever exists under the run tag before raising.
 - The token is read from the environment only, kept out of repr(), logs, messages
   (scrubbed), Cluster.state and the state file.
 """
@@ -46,6 +51,7 @@ from pathlib import Path
 
 from helpers.inventory import Inventory
 from helpers.inventory_sections import DigitalOceanSettings
+from helpers.providers import do_etcd
 from helpers.providers.base import Cluster, Node, Provider, ProviderError, ProviderUnavailable
 from helpers.providers.do_api import (
     DigitalOceanAPI,
@@ -185,6 +191,7 @@ class DigitalOceanProvider(Provider):
             nodes = [self._node(droplets[name], spec, host_public)
                      for name, spec in names.items()]
             self._wait_for_ssh(nodes)
+            self._set_up_etcd(dict(zip(names, nodes, strict=True)))
         except BaseException as exc:
             log.warning("digitalocean: create failed (%s); removing droplets tagged %s",
                         one_line(scrub(str(exc)) or type(exc).__name__, 200), self.run_tag)
@@ -262,6 +269,20 @@ class DigitalOceanProvider(Provider):
                                     "key from user_data)") from None
             except ssh_mod.SSHError as exc:
                 raise ProviderError(f"digitalocean: {one_line(exc)}") from None
+
+    def _set_up_etcd(self, droplets: dict[str, Node]) -> None:
+        """The guide's etcd on every droplet (helpers/providers/do_etcd.py), healthy
+        within active_timeout."""
+        from helpers import ssh as ssh_mod
+        settings = self.inventory.ssh
+        deadline = time.monotonic() + self.settings.active_timeout
+
+        def connect(node: Node) -> ssh_mod.Connection:
+            return ssh_mod.wait_for_ssh(node, settings.user, settings.key,
+                                        max(1.0, deadline - time.monotonic()), policy="verify",
+                                        known_hosts=settings.known_hosts,
+                                        connect_timeout=settings.connect_timeout)
+        do_etcd.set_up(droplets, connect, self.run_tag, deadline, settings.command_timeout)
 
     # -- attach, reboot ------------------------------------------------------------------
     def attach(self, cluster: Cluster) -> Cluster:
