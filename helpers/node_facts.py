@@ -19,7 +19,7 @@ from helpers.providers.base import Node
 SHOW_PROPERTIES = ("Id,LoadState,ActiveState,SubState,UnitFileState,FragmentPath,After,Wants,"
                    "Requires,Restart,RestartUSec,ExecStart,InactiveExitTimestampMonotonic,"
                    "InactiveEnterTimestampMonotonic,ActiveEnterTimestampMonotonic,NRestarts,"
-                   "ExecMainPID,ExecStartPre,ExecStartPost,EnvironmentFiles")
+                   "ExecMainPID,ExecStartPre,ExecStartPost,EnvironmentFiles,Names")
 
 
 # the master's OS, kernel and etcd for the report's environment (Docker's: docker_version)
@@ -36,7 +36,8 @@ class FactsError(Exception):
 
 # -- the probes this module's parsers read (the suites declare the rest beside their checks)
 _UNITS = " ".join(u.name for u in spec.UNITS) + " etcd.service"
-SHOW = Probe("show", f"systemctl show {_UNITS} -p {SHOW_PROPERTIES}")
+# Flatcar's etcd too: whether etcd.service is it, under an alias, or missing
+SHOW = Probe("show", f"systemctl show {_UNITS} {spec.FLATCAR_ETCD} -p {SHOW_PROPERTIES}")
 UNIT_FILES = Probe("unit_files", f"cd {spec.UNIT_DIR} && for u in {_UNITS}; do [ -f $u ] && "
                                  "{ echo \"### $u\"; cat $u; }; done")
 JOURNAL = Probe("journal", f"for u in {_UNITS}; do echo \"### $u\"; "
@@ -79,14 +80,17 @@ def as_int(text: str, default):
 
 
 def parse_show(text: str) -> dict[str, dict[str, str]]:
-    """`systemctl show A B ...` output: {unit Id: {property: value}}. A property systemd
-    prints once per entry (ExecStartPre=, EnvironmentFiles=) keeps every entry, one a line."""
+    """`systemctl show A B ...` output: {unit name: {property: value}}, under its Id and
+    under each alias in its Names (asked for `etcd.service`, systemd answers with the unit
+    it is an alias of: Id=etcd-member.service). A property systemd prints once per entry
+    (ExecStartPre=, EnvironmentFiles=) keeps every entry, one a line."""
     units: dict[str, dict[str, str]] = {}
     current: dict[str, str] = {}
     for line in text.splitlines() + [""]:
         if not line.strip():
-            if current.get("Id"):
-                units[current["Id"]] = current
+            for name in [current.get("Id", "")] + current.get("Names", "").split():
+                if name:
+                    units.setdefault(name, current)
             current = {}
             continue
         key, _, value = line.partition("=")

@@ -118,6 +118,8 @@ class Unit:
 
 
 ETCD = "etcd.service"
+# what Flatcar calls its etcd; no unit of the guide names it
+FLATCAR_ETCD = "etcd-member.service"
 DOCKER = "docker.service"
 FLANNEL = "flannel.service"
 APISERVER = "apiserver.service"

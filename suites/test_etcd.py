@@ -1,11 +1,11 @@
-"""etcd, the cluster the guide starts from: healthy with every member, holding the
-flannel network config that flannel.service writes."""
+"""etcd, the cluster the guide starts from: the unit the guide's units name, healthy with
+every member, holding the flannel network config that flannel.service writes."""
 import json
 from urllib.parse import urlsplit
 
 from helpers import spec
 from helpers.checks import expect, guide_section
-from helpers.node_facts import ETCD_CONFIG
+from helpers.node_facts import ETCD_CONFIG, SHOW
 from helpers.probes import Http, Probe, reads
 from helpers.trace import verifies
 
@@ -14,6 +14,38 @@ pytestmark = guide_section("etcd", "critical")
 ETCD_HEALTH = Probe("etcd_health", lambda at: Http(f"{at.etcd}/health"))
 ETCD_MEMBERS = Probe("etcd_members", lambda at: Http(f"{at.etcd}/v2/members"))
 ETCD_SELF = Probe("etcd_self", lambda at: Http(f"{at.etcd}/v2/stats/self"))
+
+
+def _etcd_found(units: dict) -> str:
+    etcd, member = units.get(spec.ETCD, {}), units.get(spec.FLATCAR_ETCD, {})
+    if etcd.get("LoadState") == "loaded":
+        alias = f" (an alias of {etcd['Id']})" if etcd.get("Id") != spec.ETCD else ""
+        return f"{spec.ETCD}{alias}: ActiveState={etcd.get('ActiveState', '?')}"
+    if member.get("LoadState") == "loaded":
+        return (f"no {spec.ETCD} (LoadState={etcd.get('LoadState', '?')}); etcd runs as "
+                f"{spec.FLATCAR_ETCD} (Flatcar's name, ActiveState="
+                f"{member.get('ActiveState', '?')}), which no unit of the guide names: "
+                f"flannel's Requires={spec.ETCD} cannot be met. Make {spec.ETCD} an alias "
+                f"of it, or point the guide's units at it")
+    return f"no {spec.ETCD} (LoadState={etcd.get('LoadState', '?')}) and no {spec.FLATCAR_ETCD}"
+
+
+@verifies("G-TOPO-3", "G-UNIT-4", "G-UNIT-10")
+@reads(SHOW)
+def test_etcd_runs_as_the_unit_the_guides_units_name(node, facts):
+    """flannel Requires= and every unit orders itself After= `etcd.service`, which CoreOS
+    shipped in 2014. Flatcar names its etcd etcd-member.service: without an alias, the
+    guide's units wait for a unit that does not exist."""
+    units = facts.units()
+    etcd = units.get(spec.ETCD, {})
+    expect(etcd.get("LoadState") == "loaded" and etcd.get("ActiveState") == "active",
+           node.name, f"etcd runs as {spec.ETCD}, the unit the guide's units name",
+           expected=f"{spec.ETCD} (or an alias of that name) loaded and active",
+           found=_etcd_found(units),
+           evidence={f"systemctl show {spec.ETCD} {spec.FLATCAR_ETCD}": "\n\n".join(
+               "\n".join(f"{k}={v}" for k, v in units.get(name, {}).items()
+                         if k in ("Id", "Names", "LoadState", "ActiveState", "FragmentPath"))
+               for name in (spec.ETCD, spec.FLATCAR_ETCD))})
 
 
 @verifies("G-SHOW-4", "G-UNIT-4")

@@ -1,6 +1,6 @@
 """The checks of /etc/environment, of the binaries' versions, of the commands around a
 unit's ExecStart, of restarts since a unit started and of etcd's member URLs, and the
-negative checks, fed facts by hand: each passes on what a healthy node shows, and fails,
+negative checks, and whether etcd runs as the unit the guide's units name, fed facts by hand: each passes on what a healthy node shows, and fails,
 naming what it found, on a wrong value and on a probe that did not run (fail closed)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers.checks import CheckFailed
 from helpers.inventory import parse
 from helpers.node_facts import NodeFacts
 from helpers.providers.base import Cluster, Node
-from suites import test_binaries, test_environment, test_units
+from suites import test_binaries, test_environment, test_etcd, test_units
 
 NODE = Node(name="coreos-2", role="minion", public_ip="192.168.2.12",
             private_ip="10.120.0.12", ssh_host="192.168.2.12")
@@ -243,3 +243,34 @@ def test_binaries_identical_fails_when_no_checksum_was_read():
     with pytest.raises(CheckFailed, match="no checksum read"):
         test_binaries.test_binaries_identical_on_every_node(
             NODE, facts(binaries=("", 1)), None, None, state)
+
+
+# -- etcd as the unit the guide's units name ------------------------------------------------
+DEBIAN_ETCD = ("Id=etcd.service\nNames=etcd.service\nLoadState=loaded\nActiveState=active\n\n"
+               "Id=etcd-member.service\nNames=etcd-member.service\nLoadState=not-found\n"
+               "ActiveState=inactive")
+# `systemctl show etcd.service etcd-member.service` where etcd.service is a symlink to
+# Flatcar's unit: both blocks are the one unit
+FLATCAR_ALIASED = "\n\n".join(["Id=etcd-member.service\nNames=etcd-member.service etcd.service\n"
+                                "LoadState=loaded\nActiveState=active"] * 2)
+FLATCAR_BARE = ("Id=etcd.service\nNames=etcd.service\nLoadState=not-found\nActiveState=inactive"
+                "\n\nId=etcd-member.service\nNames=etcd-member.service\nLoadState=loaded\n"
+                "ActiveState=active")
+
+
+@pytest.mark.parametrize("show", [DEBIAN_ETCD, FLATCAR_ALIASED], ids=["etcd.service", "alias"])
+def test_etcd_as_the_guides_unit_or_an_alias_of_it_passes(show):
+    test_etcd.test_etcd_runs_as_the_unit_the_guides_units_name(NODE, facts(show=(show, 0)))
+
+
+@pytest.mark.parametrize("show, found", [
+    (FLATCAR_BARE, r"etcd runs as etcd-member.service \(Flatcar's name.*Requires=etcd.service "
+                   r"cannot be met"),
+    (DEBIAN_ETCD.replace("ActiveState=active", "ActiveState=failed", 1),
+     "etcd.service: ActiveState=failed"),
+    ("", r"no etcd.service \(LoadState=\?\) and no etcd-member.service"),   # never ran
+], ids=["only-etcd-member", "failed", "not-gathered"])
+def test_etcd_under_another_name_or_down_fails_naming_the_cause(show, found):
+    with pytest.raises(CheckFailed, match=found) as failed:
+        test_etcd.test_etcd_runs_as_the_unit_the_guides_units_name(NODE, facts(show=(show, 0)))
+    assert str(failed.value).startswith(f"{NODE.name}: ")

@@ -253,3 +253,12 @@ def test_a_second_reading_leaves_the_pings_window_alone():
     readable = facts_mod.rereadable(MINION, CLUSTER, GUIDE, facts_mod.full_plan())
     assert "forward_rules" not in readable and "probe_container" not in readable
     assert "show" in readable and "listen" in readable
+
+
+def test_a_unit_is_found_under_its_aliases_too():
+    """Asked for etcd.service where it is a symlink to etcd-member.service, systemd answers
+    with the unit it aliases."""
+    units = node_facts.parse_show("Id=etcd-member.service\nNames=etcd-member.service etcd.service\n"
+                                  "LoadState=loaded\n\nId=docker.service\nLoadState=loaded")
+    assert units["etcd.service"] is units["etcd-member.service"]
+    assert units["docker.service"]["LoadState"] == "loaded"

@@ -282,6 +282,10 @@ def test_ignition_holds_the_nodes_identity_network_and_etcd(tmp_path):
             'coreos-2=http://10.120.0.2:2380,coreos-3=http://10.120.0.3:2380"') in dropin
     assert 'Environment="ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379,http://0.0.0.0:4001"' in dropin
     assert 'ETCD_ENABLE_V2=true' in dropin and "ETCD_ELECTION_TIMEOUT" not in dropin
+    # the guide's units name etcd.service: on Flatcar an alias of etcd-member.service
+    assert config["storage"]["links"] == [{
+        "path": "/etc/systemd/system/etcd.service", "overwrite": True,
+        "target": "/usr/lib/systemd/system/etcd-member.service"}]
     assert "ETCD_ELECTION_TIMEOUT=5000" in json.dumps(_config(tmp_path, slow=True))
 
 
@@ -312,6 +316,8 @@ def test_fw_cfg_files_tar_is_the_same_config(tmp_path):
             "etc/systemd/system/etcd-member.service.d/20-k8sconf-etcd.conf")
         link = members["etc/systemd/system/multi-user.target.wants/etcd-member.service"]
         assert link.issym() and link.linkname == "/usr/lib/systemd/system/etcd-member.service"
+        alias = members["etc/systemd/system/etcd.service"]
+        assert alias.issym() and alias.linkname == "/usr/lib/systemd/system/etcd-member.service"
         assert not any(m.isdir() for n, m in members.items() if n != "home/core/.ssh"), \
             "no directory entry may change an existing directory of the image"
 

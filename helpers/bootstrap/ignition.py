@@ -34,6 +34,7 @@ class MachineConfig:
     units: Sequence[Unit] = ()      # all enabled (cloud-config: also started)
     dropins: Sequence[DropIn] = ()  # each for a unit in `units`
     hostname: str | None = None     # cloud-config only: Ignition writes /etc/hostname as a file
+    links: Sequence[tuple[str, str]] = ()   # (path, target) symlinks; Ignition only
 
     def __post_init__(self) -> None:
         unknown = {owner for owner, _, _ in self.dropins} - {name for name, _ in self.units}
@@ -52,12 +53,16 @@ class MachineConfig:
             if dropins := self._dropins(name):
                 unit["dropins"] = [{"name": n, "contents": text} for n, text in dropins]
             units.append(unit)
+        storage: dict = {"files": [{"path": path, "mode": mode, "overwrite": True,
+                                    "contents": {"source": data_url(text)}}
+                                   for path, text, mode in self.files]}
+        if self.links:
+            storage["links"] = [{"path": path, "target": target, "overwrite": True}
+                                for path, target in self.links]
         return {
             "ignition": {"version": VERSION},
             "passwd": {"users": [{"name": self.user, "sshAuthorizedKeys": list(self.ssh_keys)}]},
-            "storage": {"files": [{"path": path, "mode": mode, "overwrite": True,
-                                   "contents": {"source": data_url(text)}}
-                                  for path, text, mode in self.files]},
+            "storage": storage,
             "systemd": {"units": units},
         }
 
@@ -67,6 +72,8 @@ class MachineConfig:
 
     def cloud_config(self) -> str:
         """`#cloud-config` YAML; multi-line strings as literal blocks, as people write them."""
+        if self.links:
+            raise ValueError("cloud-config cannot make symlinks: use Ignition")
         config: dict = {"hostname": self.hostname} if self.hostname else {}
         config["ssh_authorized_keys"] = list(self.ssh_keys)
         if self.user != "core":     # CoreOS's own user needs no declaring

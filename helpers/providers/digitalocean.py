@@ -36,7 +36,8 @@ Design, and why:
   reaper is helpers/providers/do_reap.py.
 - Waits are bounded: `active_timeout` for `new` -> `active` (then a ProviderError names
   the droplets still pending), the same again for SSH and again for etcd (each remote
-  command within `ssh.command_timeout`), 120 s for destroy to show none left. Any failure in create removes whatever exists under the run tag before raising.
+  command within `ssh.command_timeout`), 120 s for destroy to show none left. Any
+  failure in create removes whatever exists under the run tag before raising.
 - The token is read from the environment only, kept out of repr(), logs, messages
   (scrubbed), Cluster.state and the state file.
 """

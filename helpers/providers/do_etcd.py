@@ -21,13 +21,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from helpers import spec
 from helpers.providers.base import Node, ProviderError, ProviderUnavailable
 from helpers.providers.do_api import one_line
 from helpers.providers.machines import ETCD_DROPIN, etcd_dropin, etcd_environment, wait_etcd
 
-UNIT_DIR = "/etc/systemd/system"
-FLATCAR_UNIT = "etcd-member.service"
-GUIDE_UNIT = "etcd.service"
+UNIT_DIR = spec.UNIT_DIR
+FLATCAR_UNIT = spec.FLATCAR_ETCD
+GUIDE_UNIT = spec.ETCD
 # "<unit> <file>" for each etcd unit the host has, from systemd's unit search path
 FIND_UNITS = (f"for unit in {GUIDE_UNIT} {FLATCAR_UNIT}; do for dir in {UNIT_DIR} "
               "/run/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "

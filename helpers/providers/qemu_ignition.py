@@ -5,7 +5,8 @@ as a tar for images without Ignition.
   key for `ssh.user`, a fresh ed25519 host key per node, the hostname,
   /etc/environment (COREOS_PUBLIC_IPV4 / COREOS_PRIVATE_IPV4), /etc/hosts,
   systemd-networkd files that put the addresses on the NICs by MAC, and etcd:
-  `etcd-member.service` (Flatcar's unit name) enabled with a drop-in of `ETCD_*`
+  `etcd-member.service` (Flatcar's unit name), with `etcd.service` an alias of it for the
+  guide's units, enabled with a drop-in of `ETCD_*`
   variables: members on the private addresses, clients on 2379 and the guide's 4001,
   the v2 API on. With `bootstrap.mode: cloud-config` it is the full userdata.ignition()
   config, the guide's units included, plus the above. Under TCG etcd gets a longer
@@ -28,6 +29,7 @@ import time
 import urllib.parse
 from dataclasses import replace
 
+from helpers import spec
 from helpers.bootstrap import userdata
 from helpers.bootstrap.ignition import MachineConfig
 from helpers.inventory import Inventory
@@ -38,7 +40,10 @@ from helpers.providers.qemu_vm import VMPlan, user_net_addresses
 
 FLATCAR_FW_CFG = "opt/org.flatcar-linux/config"
 FILES_FW_CFG = "opt/k8sconf/config.tar"
-ETCD_UNIT = "etcd-member.service"
+ETCD_UNIT = spec.FLATCAR_ETCD
+# the guide's units Require and order themselves After= etcd.service: on Flatcar, an alias
+# (a symlinked unit file) makes that name Flatcar's etcd-member.service
+ETCD_ALIAS = (f"{spec.UNIT_DIR}/{spec.ETCD}", f"/usr/lib/systemd/system/{spec.FLATCAR_ETCD}")
 
 
 def _network_file(mac: str, address: str, prefixlen: int, gateway: str | None = None,
@@ -82,7 +87,8 @@ def node_ignition(inventory: Inventory, settings: QemuSettings, plan: VMPlan,
     etcd = etcd_dropin(env, "qemu provider")
     return replace(base, files=[*base.files, *extra_files],
                    units=[*base.units, (ETCD_UNIT, None)],
-                   dropins=[*base.dropins, (ETCD_UNIT, ETCD_DROPIN, etcd)]).ignition_dict()
+                   dropins=[*base.dropins, (ETCD_UNIT, ETCD_DROPIN, etcd)],
+                   links=[ETCD_ALIAS]).ignition_dict()
 
 
 def _decode_source(source: str) -> bytes:
@@ -106,13 +112,14 @@ def _wanted_by(contents: str | None) -> str:
 def ignition_to_tar(config: dict) -> bytes:
     """The Ignition config as a tar to unpack at / (config_delivery fw_cfg-files).
 
-    Carried: storage.files (data: URLs, mode, root-owned), passwd.users[].sshAuthorizedKeys
+    Carried: storage.files (data: URLs, mode, root-owned), storage.links (symlinks),
+    passwd.users[].sshAuthorizedKeys
     (~/.ssh/authorized_keys, owned by the user's NAME so the image's own passwd gives the
     uid), systemd.units (contents to /etc/systemd/system, dropins to <unit>.d/, enabled
     as a .wants symlink for the [Install] WantedBy target, default multi-user.target,
     mask as a /dev/null link). Anything else in the config is refused, not dropped.
     """
-    unsupported = sorted(set(config.get("storage", {})) - {"files"}) + \
+    unsupported = sorted(set(config.get("storage", {})) - {"files", "links"}) + \
         sorted(set(config) - {"ignition", "passwd", "storage", "systemd"})
     if unsupported:
         raise ProviderError(f"qemu: fw_cfg-files delivery cannot carry Ignition "
@@ -133,6 +140,8 @@ def ignition_to_tar(config: dict) -> bytes:
         for entry in config.get("storage", {}).get("files", []):
             add(entry["path"], _decode_source(entry["contents"]["source"]),
                 entry.get("mode", 0o644))
+        for link in config.get("storage", {}).get("links", []):
+            add(link["path"], kind=tarfile.SYMTYPE, target=link["target"])
         for user in config.get("passwd", {}).get("users", []):
             keys = user.get("sshAuthorizedKeys") or []
             if not keys:

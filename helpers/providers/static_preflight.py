@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from helpers import spec
 from helpers.inventory import NodeSpec
 
-FLATCAR_ETCD = "etcd-member.service"   # Flatcar's name for etcd; no guide unit names it
+FLATCAR_ETCD = spec.FLATCAR_ETCD
 UNITS = (spec.DOCKER, spec.ETCD, FLATCAR_ETCD)
 ETCD_HOST = urlsplit(spec.DEFAULTS["etcd_endpoint"]).hostname
 ETCD_PORTS: tuple[int, ...] = tuple(spec.DEFAULTS["etcd_client_ports"])

@@ -477,6 +477,33 @@ def etcd_advertises(node: str, which: str):
     return apply, restore
 
 
+def etcd_only_as_etcd_member(node: str):
+    """As on Flatcar: etcd runs as etcd-member.service and there is no etcd.service. It is
+    stopped alone (nothing that Requires= it follows) and started under the other name
+    with the same settings: the unit's `/etc/default/%p` names its file by the unit's name."""
+    unit = "/usr/lib/systemd/system/etcd.service"
+    member = f"{spec.UNIT_DIR}/{spec.FLATCAR_ETCD}"
+
+    def start(lab: Lab, name: str):
+        lab.sh(node, f"systemctl start --job-mode=ignore-dependencies {name}")
+        lab.wait("etcd healthy again", lambda: '"true"' in lab.sh(
+            node, "curl -s -m 3 http://127.0.0.1:4001/health", check=False).stdout)
+
+    def apply(lab: Lab):
+        lab.sh(node, "systemctl stop --job-mode=ignore-dependencies etcd.service")
+        lab.sh(node, f"mkdir -p {BACKUP} && sed 's|/etc/default/%p|/etc/default/etcd|' "
+                     f"{unit} > {member} && mv {unit} {BACKUP}/etcd.service")
+        lab.daemon_reload(node)
+        start(lab, spec.FLATCAR_ETCD)
+
+    def restore(lab: Lab):
+        lab.sh(node, f"systemctl stop --job-mode=ignore-dependencies {spec.FLATCAR_ETCD}")
+        lab.sh(node, f"rm {member} && mv {BACKUP}/etcd.service {unit}")
+        lab.daemon_reload(node)
+        start(lab, "etcd.service")
+    return apply, restore
+
+
 def master_unit_on_minion(node: str, unit: str):
     def apply(lab: Lab):
         lab.write(node, unit_path(unit), lab.read(MASTER, unit_path(unit)))
@@ -710,6 +737,10 @@ def _faults() -> list[Fault]:
         "URLs on the public address",
         etcd_advertises(B, "public"),
         [t("test_etcd_member_talks_over_the_private_address", B)], [B])
+    add("etcd-only-as-etcd-member", "etcd on a minion runs as etcd-member.service, as on "
+        "Flatcar, and etcd.service is gone",
+        etcd_only_as_etcd_member(A),
+        [t("test_etcd_runs_as_the_unit_the_guides_units_name", A)], [A])
     add("unit-not-enabled", "proxy.service disabled",
         unit_enabled(A, "proxy.service", False),
         [unit_check("test_unit_is_enabled_for_multi_user", A, "proxy")], [A])
@@ -762,7 +793,8 @@ def _faults() -> list[Fault]:
     # the v0.7 kubelet reads its pods from the node's own etcd: no pod runs there either
     add("etcd-member-down", "etcd stopped on a minion (flannel and docker left running)",
         stop_unit(B, "etcd.service", ignore_dependencies=True),
-        [t("test_etcd_is_healthy_with_every_member", B), t("test_network_config_equals_the_spec", B),
+        [t("test_etcd_runs_as_the_unit_the_guides_units_name", B),
+         t("test_etcd_is_healthy_with_every_member", B), t("test_network_config_equals_the_spec", B),
          t("test_subnet_lies_in_the_network_stored_in_etcd", B),
          t("test_etcd_lease_names_the_private_ip", B),
          t("test_etcd_member_talks_over_the_private_address", B), *workload_fails(B)], [B],

@@ -181,6 +181,9 @@ def test_each_vm_is_the_guides_host(qemu_cluster, connections):
         assert by_mac[f"52:54:00:00:01:{index:02x}"] == [f"{node.public_ip}/24"]
         assert by_mac[f"52:54:00:00:02:{index:02x}"] == [f"{node.private_ip}/24"]
         assert run(conn, "true", sudo=True).ok, f"{node.name}: core has no passwordless sudo"
+        # the guide's units Require etcd.service: here it is Flatcar's etcd, by its alias
+        assert run(conn, "systemctl show -p Id,ActiveState etcd.service").stdout.split() == [
+            "Id=etcd-member.service", "ActiveState=active"], node.name
         assert run(conn, "stat -c %U:%a /home/core/.ssh /home/core/.ssh/authorized_keys"
                    ).stdout.split() == ["core:700", "core:600"]
     assert [n.public_ip for n in qemu_cluster.nodes] == ["192.168.2.1", "192.168.2.2",
