@@ -10,7 +10,7 @@ import pytest
 
 from helpers.ssh import Connection
 from tests.sshd import sshd  # noqa: F401  (a fixture)
-from tools import benchmark
+from tools import bench_counts, bench_table, benchmark
 
 
 def size(nodes, verify, baseline=None, serial=None, xdist=None, trips=3):
@@ -19,7 +19,7 @@ def size(nodes, verify, baseline=None, serial=None, xdist=None, trips=3):
                       "cpu_floor_s": 2.0 * nodes}}
     if baseline is not None:
         row["baseline"] = {"wall_s": baseline, "round_trips_max": 160}
-        row["speedup"] = benchmark.ratio(baseline, verify)
+        row["speedup"] = bench_table.ratio(baseline, verify)
     if serial is not None:
         row["pytest_serial"] = {"wall_s": serial, "round_trips_max": trips + 1}
     if xdist is not None:
@@ -41,7 +41,7 @@ def size(nodes, verify, baseline=None, serial=None, xdist=None, trips=3):
     ("", "(empty)"),
 ])
 def test_command_kind(command, kind):
-    assert benchmark.command_kind(command) == kind
+    assert bench_counts.command_kind(command) == kind
 
 
 # -- counting -----------------------------------------------------------------------------
@@ -60,7 +60,7 @@ class FakeConnection:
 
 def test_counter_counts_per_node_and_kind_and_uninstalls():
     original = FakeConnection.__dict__["_execute"]
-    counter = benchmark.CommandCounter().install(FakeConnection)
+    counter = bench_counts.CommandCounter().install(FakeConnection)
     try:
         a, b = FakeConnection("coreos-1"), FakeConnection("coreos-2")
         a.connect()
@@ -74,14 +74,14 @@ def test_counter_counts_per_node_and_kind_and_uninstalls():
     assert counter.as_dict() == {
         "commands": {"coreos-1": {"ip route": 1, "probe remove": 1}, "coreos-2": {"ping": 1}},
         "connects": {"coreos-1": 1}}
-    assert benchmark.per_node(counter.as_dict()) == {"coreos-1": 2, "coreos-2": 1}
+    assert bench_counts.per_node(counter.as_dict()) == {"coreos-1": 2, "coreos-2": 1}
     FakeConnection("coreos-3")._execute("true", timeout=1)
-    assert "coreos-3" not in benchmark.per_node(counter.as_dict())   # uninstalled
+    assert "coreos-3" not in bench_counts.per_node(counter.as_dict())   # uninstalled
 
 
 def test_counter_matches_commands_run_over_real_ssh_and_testinfra(sshd, tmp_path):  # noqa: F811
     (tmp_path / "f").write_text("x")
-    counter = benchmark.CommandCounter().install()
+    counter = bench_counts.CommandCounter().install()
     try:
         connection = Connection(sshd.node("coreos-1"), sshd.user, sshd.client_key,
                                 connect_timeout=5, command_timeout=20)
@@ -94,7 +94,7 @@ def test_counter_matches_commands_run_over_real_ssh_and_testinfra(sshd, tmp_path
     finally:
         counter.uninstall()
     counted = counter.as_dict()
-    assert benchmark.per_node(counted) == {"coreos-1": connection.commands_run}
+    assert bench_counts.per_node(counted) == {"coreos-1": connection.commands_run}
     assert connection.commands_run >= 4
     assert counted["commands"]["coreos-1"]["facts"] == 1
     assert counted["connects"] == {"coreos-1": 1}
@@ -107,65 +107,65 @@ def test_merge_counts_of_several_processes():
            "connects": {"coreos-1": 1, "coreos-2": 1}}
     gw1 = {"commands": {"coreos-1": {"facts": 1}, "coreos-2": {"facts": 1, "ping": 1}},
            "connects": {"coreos-1": 1, "coreos-2": 1}}
-    merged = benchmark.merge_counts([controller, gw0, gw1])
-    assert benchmark.per_node(merged) == {"coreos-1": 4, "coreos-2": 3}
+    merged = bench_counts.merge_counts([controller, gw0, gw1])
+    assert bench_counts.per_node(merged) == {"coreos-1": 4, "coreos-2": 3}
     assert merged["connects"] == {"coreos-1": 3, "coreos-2": 2}
-    assert benchmark.kinds_total(merged) == {"facts": 4, "ping": 2, "node versions": 1}
+    assert bench_counts.kinds_total(merged) == {"facts": 4, "ping": 2, "node versions": 1}
 
 
 def test_plugin_writes_counts_per_process_and_restores_connection(tmp_path, monkeypatch):
-    monkeypatch.setenv(benchmark.COUNTS_ENV, str(tmp_path / "counts"))
+    monkeypatch.setenv(bench_counts.COUNTS_ENV, str(tmp_path / "counts"))
     original = Connection.__dict__["_execute"]
     config = SimpleNamespace(workerinput={"workerid": "gw1"})
-    benchmark.pytest_configure(config)
+    bench_counts.pytest_configure(config)
     try:
         assert Connection.__dict__["_execute"] is not original
-        counter = benchmark._plugin_counter
+        counter = bench_counts._plugin_counter
         assert counter is not None
         counter.record("coreos-2", "docker rm -f p")
-        benchmark.pytest_sessionfinish(SimpleNamespace(config=config), 0)
+        bench_counts.pytest_sessionfinish(SimpleNamespace(config=config), 0)
         counter.record("coreos-2", "ip route")   # after sessionfinish
     finally:
-        benchmark.pytest_unconfigure(config)
+        bench_counts.pytest_unconfigure(config)
     assert Connection.__dict__["_execute"] is original
-    assert benchmark._plugin_counter is None
+    assert bench_counts._plugin_counter is None
     files = list((tmp_path / "counts").glob("*.json"))
     assert [f.name.split("-")[0] for f in files] == ["gw1"]
-    found = benchmark.read_counts(tmp_path / "counts")
+    found = bench_counts.read_counts(tmp_path / "counts")
     assert found["commands"] == {"coreos-2": {"ip route": 1, "probe remove": 1}}
     assert found["processes"] == 1
 
 
 def test_plugin_does_nothing_without_the_variable(monkeypatch):
-    monkeypatch.delenv(benchmark.COUNTS_ENV, raising=False)
+    monkeypatch.delenv(bench_counts.COUNTS_ENV, raising=False)
     original = Connection.__dict__["_execute"]
-    benchmark.pytest_configure(SimpleNamespace())
+    bench_counts.pytest_configure(SimpleNamespace())
     assert Connection.__dict__["_execute"] is original
-    benchmark.pytest_unconfigure(SimpleNamespace())
+    bench_counts.pytest_unconfigure(SimpleNamespace())
 
 
 # -- pytest's output ------------------------------------------------------------------------
 def test_parse_pytest_summary():
     output = "....\nsome line in 3s\n============ 202 passed, 5 xfailed in 71.63s (0:01:11) ======"
-    assert benchmark.parse_pytest_summary(output) == {"passed": 202, "xfailed": 5,
+    assert bench_table.parse_pytest_summary(output) == {"passed": 202, "xfailed": 5,
                                                       "session_s": 71.63}
-    assert benchmark.parse_pytest_summary("1 failed, 2 errors in 3.2s") == {
+    assert bench_table.parse_pytest_summary("1 failed, 2 errors in 3.2s") == {
         "failed": 1, "error": 2, "session_s": 3.2}
-    assert benchmark.parse_pytest_summary("210 tests collected in 0.91s") == {}
-    assert benchmark.parse_pytest_summary("no summary") == {}
+    assert bench_table.parse_pytest_summary("210 tests collected in 0.91s") == {}
+    assert bench_table.parse_pytest_summary("no summary") == {}
 
 
 def test_summarize_runs_reports_the_median_run_and_the_spread():
     runs = [{"wall_s": 3.0, "round_trips_max": 4}, {"wall_s": 2.0, "round_trips_max": 4},
             {"wall_s": 9.0, "round_trips_max": 5}]
-    summary = benchmark.summarize_runs(runs)
+    summary = bench_table.summarize_runs(runs)
     assert summary["wall_s"] == 3.0 and summary["wall_s_min"] == 2.0
     assert summary["wall_s_runs"] == [3.0, 2.0, 9.0]
 
 
 # -- table, targets, JSON -------------------------------------------------------------------
 def test_table_has_a_row_per_size_and_dashes_for_what_was_not_measured():
-    text = benchmark.format_table([size(3, 2.5, baseline=20.0), size(12, 6.0)])
+    text = bench_table.format_table([size(3, 2.5, baseline=20.0), size(12, 6.0)])
     lines = text.splitlines()
     assert len(lines) == 4
     assert lines[0].split()[:4] == ["nodes", "up", "s", "bootstrap"]
@@ -174,7 +174,7 @@ def test_table_has_a_row_per_size_and_dashes_for_what_was_not_measured():
     assert three[:4] == ["3", "2.5", "15.0", "2.50"]
     assert "8.0" in three                                       # 20.0 / 2.5
     assert twelve[0] == "12" and "-" in twelve                  # no baseline, no pytest
-    counts = benchmark.format_table([size(3, 2.0, trips=4)], benchmark.COUNTS).splitlines()
+    counts = bench_table.format_table([size(3, 2.0, trips=4)], bench_table.COUNTS).splitlines()
     assert counts[2].split()[:2] == ["3", "4"]
 
 
@@ -182,7 +182,7 @@ def test_targets_met_and_missed():
     sizes = [size(3, 4.0, baseline=30.0, serial=8.0, xdist=9.0, trips=4),
              size(6, 5.0, serial=10.0, xdist=10.0, trips=5),
              size(12, 9.0, serial=20.0, xdist=15.0, trips=5)]
-    targets = {t["target"]: t for t in benchmark.evaluate_targets(sizes)}
+    targets = {t["target"]: t for t in bench_table.evaluate_targets(sizes)}
     assert targets["verify 3 nodes in-process < 5 s"]["met"] is True
     assert targets["3 nodes: >= 5x faster than per-assertion testinfra calls (same checks)"]["value"] == 7.5
     assert targets["<= 5 round trips per node (in-process)"]["met"] is True
@@ -194,7 +194,7 @@ def test_targets_met_and_missed():
     assert targets["12 nodes / 3 nodes wall < 2 (pytest -n 3)"]["met"] is True
     floor = "for comparison: 12 / 3 nodes of the nodes' CPU floor (node CPU seconds / cores)"
     assert targets[floor]["value"] == 4.0 and targets[floor]["met"] == "info"
-    text = benchmark.format_targets(list(targets.values()))
+    text = bench_table.format_targets(list(targets.values()))
     assert "MISSED" in text and "MET" in text and "info" in text
 
 
@@ -205,10 +205,10 @@ def test_cpu_floor_divides_the_nodes_cpu_by_this_machines_cores(monkeypatch):
 
 
 def test_targets_not_measured_are_none():
-    targets = benchmark.evaluate_targets([size(6, 5.0)])
+    targets = bench_table.evaluate_targets([size(6, 5.0)])
     assert {t["target"]: t["met"] for t in targets}["verify 3 nodes in-process < 5 s"] is None
     assert all(t["met"] is None for t in targets if "12 nodes" in t["target"])
-    assert "not measured" in benchmark.format_targets(targets)
+    assert "not measured" in bench_table.format_targets(targets)
 
 
 def test_report_writes_json_with_targets(tmp_path):

@@ -12,8 +12,9 @@ For each size, on a cluster of its own (prefix `k8sbench`, 192.168.42.0/24 and
    checks (`facts.gather_cluster`: facts + probe start, pings, probe removal, each
    round on every node at once), and counts SSH commands per node;
 3. times `pytest suites --reuse-cluster --no-bootstrap`, serial and `-n 3` (the whole
-   verification: gathering plus every check), with this module loaded as a plugin
-   (PYTEST_PLUGINS) to count the SSH commands of every process, xdist workers included;
+   verification: gathering plus every check), with tools/bench_counts.py loaded as a
+   plugin (PYTEST_PLUGINS) to count the SSH commands of every process, xdist workers
+   included;
 4. times the same `pytest suites` run again, serial, with `tools/per_assertion.py` as its
    baseline: the same checks, but each fact fetched by its own testinfra call when a
    check asks for it (testinfra's way) instead of the one batched script; the ratio of
@@ -24,7 +25,8 @@ It prints two tables and the targets, and writes `reports/benchmark.json`
 ($K8SCONF_REPORTS respected); its clusters' state and the pytest runs' reports go to
 `reports/benchmark/`.
 
-The pure part (counting, formatting, targets) is tested in tests/test_benchmark.py;
+The pure parts, counting (tools/bench_counts.py) and the tables and targets
+(tools/bench_table.py), are tested in tests/test_benchmark.py;
 nothing here imports `helpers.paths` at module level, since `main` must relocate the
 reports before anything reads them.
 """
@@ -34,304 +36,40 @@ import argparse
 import json
 import logging
 import os
-import re
 import shlex
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
-import pytest
+from tools.bench_counts import (
+    COUNTS_ENV,
+    PLUGIN,
+    kinds_total,
+    per_node,
+    read_counts,
+)
+from tools.bench_table import (
+    COUNTS,
+    TIMES,
+    XDIST_WORKERS,
+    evaluate_targets,
+    format_table,
+    format_targets,
+    parse_pytest_summary,
+    ratio,
+    summarize_runs,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "k8sbench"
 PUBLIC_NETWORK = "192.168.42.0/24"
 PRIVATE_NETWORK = "10.142.0.0/24"
 SIZES = (3, 6, 12)
-XDIST_WORKERS = 3
-COUNTS_ENV = "K8SCONF_BENCH_COUNTS"   # set: the plugin below counts SSH commands to there
-PLUGIN = "tools.benchmark"
 BASELINE_PLUGIN = "tools.per_assertion"
 SUBPROCESS_TIMEOUT = 900
-
-# The targets of issue 11, on this 2-core machine.
-TARGET_VERIFY_SECONDS = 5.0
-TARGET_SPEEDUP = 5.0
-TARGET_ROUND_TRIPS = 5
-TARGET_SCALING = 2.0
-
-
-# -- counting SSH commands (round trips) ----------------------------------------------
-def command_kind(command) -> str:
-    """A short label for what a command is for, to break round trips down."""
-    text = command.decode(errors="replace") if isinstance(command, bytes) else str(command)
-    if "@@k8sconf-section " in text:
-        return "facts"
-    for needle, kind in (("docker run -d", "probe start"), ("ping -c", "ping"),
-                         ("docker rm -f", "probe remove"), ("docker run --rm", "probe run"),
-                         ("systemctl show", "systemctl show"), ("curl ", "curl")):
-        if needle in text:
-            return kind
-    if text.strip() == "ip route":
-        return "ip route"
-    if "os-release" in text:
-        return "node versions"
-    words = text.replace("sudo /bin/sh -c", "").split()
-    return words[0].strip("'\"") if words else "(empty)"
-
-
-class CommandCounter:
-    """Counts every SSH command (and connect) that `helpers.ssh.Connection` makes.
-
-    It wraps the class's `_execute` and `connect`, which every command goes through,
-    testinfra's too; `Connection`'s own API is unchanged.
-    """
-
-    def __init__(self):
-        self.commands: Counter = Counter()   # (node, kind) -> n
-        self.connects: Counter = Counter()   # node -> n
-        self._lock = threading.Lock()
-        self._installed = None
-
-    def install(self, cls=None) -> "CommandCounter":
-        if cls is None:
-            from helpers.ssh import Connection as cls
-        execute, connect = cls.__dict__["_execute"], cls.__dict__["connect"]
-        counter = self
-
-        def counted_execute(conn, command, **kwargs):
-            counter.record(conn.node.name, command)
-            return execute(conn, command, **kwargs)
-
-        def counted_connect(conn, *args, **kwargs):
-            with counter._lock:
-                counter.connects[conn.node.name] += 1
-            return connect(conn, *args, **kwargs)
-
-        cls._execute, cls.connect = counted_execute, counted_connect
-        self._installed = (cls, execute, connect)
-        return self
-
-    def uninstall(self) -> None:
-        if self._installed:
-            cls, execute, connect = self._installed
-            cls._execute, cls.connect = execute, connect
-            self._installed = None
-
-    def record(self, node: str, command) -> None:
-        with self._lock:
-            self.commands[(node, command_kind(command))] += 1
-
-    def as_dict(self) -> dict:
-        commands: dict[str, dict[str, int]] = {}
-        for (node, kind), n in sorted(self.commands.items()):
-            commands.setdefault(node, {})[kind] = n
-        return {"commands": commands, "connects": dict(sorted(self.connects.items()))}
-
-
-def merge_counts(parts: list[dict]) -> dict:
-    """Sum several processes' `CommandCounter.as_dict()`s."""
-    commands: dict[str, Counter] = {}
-    connects: Counter = Counter()
-    for part in parts:
-        for node, kinds in part.get("commands", {}).items():
-            commands.setdefault(node, Counter()).update(kinds)
-        connects.update(part.get("connects", {}))
-    return {"commands": {n: dict(sorted(k.items())) for n, k in sorted(commands.items())},
-            "connects": dict(sorted(connects.items()))}
-
-
-def per_node(counts: dict) -> dict[str, int]:
-    """Round trips per node: every command sent to it."""
-    return {node: sum(kinds.values()) for node, kinds in counts.get("commands", {}).items()}
-
-
-def kinds_total(counts: dict) -> dict[str, int]:
-    total: Counter = Counter()
-    for kinds in counts.get("commands", {}).values():
-        total.update(kinds)
-    return dict(total.most_common())
-
-
-# -- as a pytest plugin in the suite's subprocesses (PYTEST_PLUGINS=tools.benchmark) --
-_plugin_counter: CommandCounter | None = None
-
-
-def pytest_configure(config):
-    global _plugin_counter
-    if os.environ.get(COUNTS_ENV) and _plugin_counter is None:
-        _plugin_counter = CommandCounter().install()
-
-
-def _dump_counts(config) -> None:
-    if _plugin_counter is None:
-        return
-    target = Path(os.environ[COUNTS_ENV])
-    target.mkdir(parents=True, exist_ok=True)
-    worker = getattr(config, "workerinput", {}).get("workerid", "controller")
-    path = target / f"{worker}-{os.getpid()}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_plugin_counter.as_dict()))
-    tmp.replace(path)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session, exitstatus):
-    # session fixtures are torn down by now; an xdist worker may be ended soon after
-    # it reports the end of its session, so write before it does
-    _dump_counts(session.config)
-
-
-def pytest_unconfigure(config):
-    global _plugin_counter
-    _dump_counts(config)    # again: anything after sessionfinish counts too
-    if _plugin_counter is not None:
-        _plugin_counter.uninstall()
-        _plugin_counter = None
-
-
-def read_counts(directory: Path) -> dict:
-    parts = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
-    merged = merge_counts(parts)
-    merged["processes"] = len(parts)
-    return merged
-
-
-# -- pure helpers: pytest's summary line, the table, the targets --------------------------
-_OUTCOME = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
-_SESSION = re.compile(r" in (\d+(?:\.\d+)?)s")
-
-
-def parse_pytest_summary(output: str) -> dict:
-    """{"passed": n, ..., "session_s": x} from pytest's last summary line."""
-    for line in reversed(output.splitlines()):
-        if (session := _SESSION.search(line)) and _OUTCOME.search(line):
-            found: dict[str, float] = {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
-                     for n, kind in _OUTCOME.findall(line)}
-            found["session_s"] = float(session.group(1))
-            return found
-    return {}
-
-
-def ratio(numerator, denominator):
-    if not numerator or not denominator:
-        return None
-    return round(numerator / denominator, 2)
-
-
-def _fmt(value, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _get(row, *path):
-    for key in path:
-        if isinstance(row, dict):
-            row = row.get(key)
-        elif isinstance(row, list) and isinstance(key, int) and -len(row) <= key < len(row):
-            row = row[key]
-        else:
-            return None
-    return row
-
-
-TIMES = (
-    # header, path in a size's result, digits
-    ("nodes", ("nodes",), 0),
-    ("up s", ("up_s",), 1),
-    ("bootstrap s", ("bootstrap_s",), 1),
-    ("verify s", ("verify", "wall_s"), 2),
-    ("min", ("verify", "wall_s_min"), 2),
-    ("CPU floor s", ("verify", "cpu_floor_s"), 2),
-    ("pytest s", ("pytest_serial", "wall_s"), 1),
-    (f"pytest -n{XDIST_WORKERS} s", ("pytest_xdist", "wall_s"), 1),
-    ("baseline s", ("baseline", "wall_s"), 1),
-    ("ratio", ("speedup",), 1),
-    ("load", ("loadavg_start", 0), 1),
-)
-COUNTS = (
-    ("nodes", ("nodes",), 0),
-    ("RT/node verify", ("verify", "round_trips_max"), 0),
-    ("pytest", ("pytest_serial", "round_trips_max"), 0),
-    (f"-n{XDIST_WORKERS}", ("pytest_xdist", "round_trips_max"), 0),
-    ("baseline", ("baseline", "round_trips_max"), 0),
-    ("node CPU s verify", ("verify", "node_cpu_s"), 1),
-    ("pytest", ("pytest_serial", "node_cpu_s"), 1),
-    (f"-n{XDIST_WORKERS}", ("pytest_xdist", "node_cpu_s"), 1),
-    ("baseline", ("baseline", "node_cpu_s"), 1),
-    ("client CPU s pytest", ("pytest_serial", "client_cpu_s"), 1),
-    (f"-n{XDIST_WORKERS}", ("pytest_xdist", "client_cpu_s"), 1),
-)
-
-
-def format_table(sizes: list[dict], columns=TIMES) -> str:
-    """A fixed-width table: one row per cluster size."""
-    header = [c[0] for c in columns]
-    rows = [[_fmt(_get(size, *path), digits) for _, path, digits in columns] for size in sizes]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
-             for line in [header, ["-" * w for w in widths], *rows]]
-    return "\n".join(lines)
-
-
-def evaluate_targets(sizes: list[dict]) -> list[dict]:
-    """Issue 11's targets against the measured sizes; `met` is None when not measured."""
-    by_nodes = {s["nodes"]: s for s in sizes}
-    three, twelve = by_nodes.get(3), by_nodes.get(12)
-    targets = []
-
-    def add(name, value, limit, met):
-        targets.append({"target": name, "value": value, "limit": limit,
-                        "met": None if value is None else met})
-
-    verify3 = _get(three, "verify", "wall_s") if three else None
-    add("verify 3 nodes in-process < 5 s", verify3, TARGET_VERIFY_SECONDS,
-        verify3 is not None and verify3 < TARGET_VERIFY_SECONDS)
-    speedup3 = _get(three, "speedup") if three else None
-    add("3 nodes: >= 5x faster than per-assertion testinfra calls (same checks)", speedup3, TARGET_SPEEDUP,
-        speedup3 is not None and speedup3 >= TARGET_SPEEDUP)
-    path: tuple[str, ...]
-    for label, path in (("in-process", ("verify",)), ("pytest serial", ("pytest_serial",)),
-                        (f"pytest -n {XDIST_WORKERS}", ("pytest_xdist",))):
-        worst = max((_get(s, *path, "round_trips_max") or 0 for s in sizes), default=None)
-        measured = any(_get(s, *path, "round_trips_max") is not None for s in sizes)
-        add(f"<= 5 round trips per node ({label})", worst if measured else None,
-            TARGET_ROUND_TRIPS, measured and worst is not None and worst <= TARGET_ROUND_TRIPS)
-    for label, path in (("in-process", ("verify", "wall_s")),
-                        ("pytest serial", ("pytest_serial", "wall_s")),
-                        (f"pytest -n {XDIST_WORKERS}", ("pytest_xdist", "wall_s"))):
-        growth = ratio(_get(twelve, *path), _get(three, *path)) if three and twelve else None
-        add(f"12 nodes / 3 nodes wall < 2 ({label})", growth, TARGET_SCALING,
-            growth is not None and growth < TARGET_SCALING)
-    floors = (ratio(_get(twelve, "verify", "cpu_floor_s"), _get(three, "verify", "cpu_floor_s"))
-              if three and twelve else None)
-    # not a target: why the one above can be missed where the nodes share this machine
-    targets.append({"target": "for comparison: 12 / 3 nodes of the nodes' CPU floor "
-                              "(node CPU seconds / cores)", "value": floors, "limit": None,
-                    "met": "info" if floors is not None else None})
-    return targets
-
-
-def format_targets(targets: list[dict]) -> str:
-    marks = {True: "MET", False: "MISSED", None: "not measured", "info": "info"}
-    return "\n".join(f"  {marks[t['met']]:>12}  {t['target']}: {_fmt(t['value'], 2)}"
-                     for t in targets)
-
-
-def summarize_runs(runs: list[dict]) -> dict:
-    """The median run's figures (by wall time) and the spread, from repeated runs."""
-    ordered = sorted(runs, key=lambda r: r["wall_s"])
-    median = ordered[len(ordered) // 2]
-    return {**median, "wall_s_runs": [round(r["wall_s"], 3) for r in runs],
-            "wall_s_min": round(ordered[0]["wall_s"], 3),
-            "wall_s_median": round(statistics.median(r["wall_s"] for r in runs), 3)}
 
 
 # -- measuring: CPU of the nodes and of this process -------------------------------------

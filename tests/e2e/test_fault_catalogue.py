@@ -40,7 +40,8 @@ from helpers.providers import Cluster
 from helpers.providers.local import LocalProvider
 from tests.support import recordings
 
-from .faults import FAULTS, Fault, Lab, differences, node_of, plan_rounds, snapshot
+from .fault_lab import Lab, differences, snapshot
+from .faults import FAULTS, Fault, node_of, plan_rounds
 
 # in the default test run: about 20 minutes on 2 cores with the real binaries
 # (`-m "not faults"` leaves it out)
