@@ -25,6 +25,9 @@ provider's host-key verification is real. `force_command` makes sshd run that in
 of any command (the suites' checks then fail fast, touching nothing here). An sshd
 stops (by pid) when its droplet is deleted and when the fake stops.
 
+It is long because it is one fake of one API: every endpoint the provider, the reaper and
+--dry-run call, with the pagination, errors and rate limits they must handle.
+
 Each sshd answers the provider's etcd step (helpers/providers/do_etcd.py) as a Flatcar
 droplet would, without running any of it here (the tests may run as root): the unit
 search finds only etcd-member.service, the setup script is kept in the droplet's

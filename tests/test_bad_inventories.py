@@ -5,7 +5,8 @@ validation with one line naming the field, in-process and through the real comma
 The generator starts from a valid inventory of each provider and breaks it in one way
 that must be refused: a control character or a shell character in a free-text field, a
 network that is loopback, link-local, public or overlapping another, a flannel subnet
-length that does not fit, a field the provider ignores, a port clash.
+length that does not fit, a field the provider ignores, a port clash. Long because the
+generator's table of what may break where is the point: it is one table.
 """
 from __future__ import annotations
 

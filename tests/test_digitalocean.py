@@ -3,6 +3,9 @@
 Nothing here talks to DigitalOcean: every request goes to a fake on 127.0.0.1, and
 the fake "droplets" are real sshd processes on 127.0.0.N configured from the
 user_data the provider sent, so host-key verification is the real thing.
+
+It is long because it is the one test module of one provider: create, its failures and
+cleanup, the etcd step, destroy, the reaper and the token's secrecy share the fake.
 """
 from __future__ import annotations
 

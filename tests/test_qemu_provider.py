@@ -1,5 +1,6 @@
 """The qemu provider without VMs: the KVM decision, the command line, the node's config
-(Ignition and its fw_cfg-files tar), image verification, leftovers and teardown."""
+(Ignition and its fw_cfg-files tar), image verification, leftovers and teardown. Long
+because it is the one module of one provider's tests without VMs; tests/e2e boots them."""
 from __future__ import annotations
 
 import gzip

@@ -1,6 +1,7 @@
 """How the faults of tests/e2e/faults.py act: building blocks (a unit file edited, a
 drop-in, a unit stopped, a binary wrapped...) and the faults that need more than one. Each
-returns (apply, restore), or (apply, restore, during); both act through a `Lab`."""
+returns (apply, restore), or (apply, restore, during); both act through a `Lab`. About
+forty faults' actions: each short, long only together."""
 from __future__ import annotations
 
 import json

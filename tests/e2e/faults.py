@@ -20,6 +20,9 @@ Ground rules of every fault here:
 - ``restore`` returns the node to the state ``snapshot`` took before ``apply``; the
   test compares the two.
 - a ``control`` is no fault: a routine operation after which no check may fail.
+
+Long because the catalogue is one table, about fifty faults with what each must fail;
+how they act is tests/e2e/fault_actions.py, the machinery tests/e2e/fault_lab.py.
 """
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ holds faults on different nodes (faults.plan_rounds), so the faults need far few
 runs than there are faults; K8SFAULT_ONE_BY_ONE=1 gives each fault a run of its own.
 
     python3 -m pytest tests/e2e/test_fault_catalogue.py -q -s -p no:cacheprovider
+
+Long because it is one cluster's story, in order: baseline, rounds, recordings, the green
+final run, and the figures printed at the end.
 """
 from __future__ import annotations
 
