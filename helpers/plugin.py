@@ -339,10 +339,15 @@ class ConformanceRun:
             connection.close()
 
     @pytest.fixture(scope="session")
-    def cluster_facts(self, cluster, connections) -> "FactsCache":
+    def facts_plan(self) -> probes.Plan:
+        """What this run gathers: the probes its selected checks declare."""
+        return self.plan
+
+    @pytest.fixture(scope="session")
+    def cluster_facts(self, cluster, connections, facts_plan) -> "FactsCache":
         path = (Path(self.config.workerinput[FACTS_KEY]) if self.worker
                 else lifecycle.FACTS_FILE)
-        return FactsCache(cluster, connections, self.inv, path, self.plan)
+        return FactsCache(cluster, connections, self.inv, path, facts_plan)
 
     @pytest.fixture
     def node(self, request, cluster):

@@ -22,7 +22,7 @@ from helpers.plugin import FACTS_KEY
 
 # what the controller still reads in its first round: the probe container, and the
 # FORWARD counter that opens the window in which the pings' drops are counted
-DATA_PLANE = ("probe_container", "forward_rules")
+DATA_PLANE = (node_facts.PROBE_CONTAINER, node_facts.FORWARD_RULES)
 
 
 class PerAssertionFacts(node_facts.NodeFacts):
@@ -63,7 +63,8 @@ class PerAssertionCache(FactsCache):
     def _wrap(self, gathered: node_facts.NodeFacts) -> PerAssertionFacts:
         node = gathered.node
         host = self.connections[node.name].testinfra_host()
-        commands = facts_mod.section_commands(node, self.cluster, self.inventory.guide.values())
+        commands = facts_mod.section_commands(node, self.cluster, self.inventory.guide.values(),
+                                              self.plan)
         return PerAssertionFacts(gathered, host, commands)
 
     def of(self, name: str) -> node_facts.NodeFacts:
@@ -80,10 +81,11 @@ class Baseline:
         self.config = config
 
     @pytest.fixture(scope="session")
-    def cluster_facts(self, cluster, connections, inventory) -> FactsCache:
+    def cluster_facts(self, cluster, connections, inventory, facts_plan) -> FactsCache:
         workerinput = getattr(self.config, "workerinput", None)
         path = Path(workerinput[FACTS_KEY]) if workerinput else lifecycle.FACTS_FILE
-        return PerAssertionCache(cluster, connections, inventory, path)
+        # the run's own plan: the same facts the batched run gathers, planned once
+        return PerAssertionCache(cluster, connections, inventory, path, facts_plan)
 
 
 def _data_plane_only(gather_cluster):
