@@ -80,23 +80,22 @@ class Probe(str):
     `command`: a shell command, an `Http`, or a function of the `Target` giving either;
     None for a section another round fills in (the pings, the workload's pods).
     `master_only`: run on the master alone. `each_node`: one section per node of the
-    cluster, named `<probe> <node>`. `background`: it mostly waits, so it runs while the
-    others do. `rereadable`: a failing check's second reading may read it again.
+    cluster, named `<probe> <node>`. `rereadable`: a failing check's second reading may
+    read it again.
     `needs`: probes that must be gathered for this one to be (the pings need the probe
     container)."""
 
     command: Command | None
     master_only: bool
     each_node: bool
-    background: bool
     rereadable: bool
     needs: tuple["Probe", ...]
 
     def __new__(cls, name: str, command: Command | None = None, *, master_only=False,
-                each_node=False, background=False, rereadable=True, needs=()):
+                each_node=False, rereadable=True, needs=()):
         self = super().__new__(cls, name)
         self.command, self.master_only, self.each_node = command, master_only, each_node
-        self.background, self.rereadable, self.needs = background, rereadable, tuple(needs)
+        self.rereadable, self.needs = rereadable, tuple(needs)
         return self
 
     def sections(self, node: Node, cluster: Cluster, guide: dict) -> dict[str, str]:

@@ -26,11 +26,8 @@ from helpers.providers.base import Node, ProviderError, ProviderUnavailable
 from helpers.providers.do_api import one_line
 from helpers.providers.machines import ETCD_DROPIN, etcd_dropin, etcd_environment, wait_etcd
 
-UNIT_DIR = spec.UNIT_DIR
-FLATCAR_UNIT = spec.FLATCAR_ETCD
-GUIDE_UNIT = spec.ETCD
 # "<unit> <file>" for each etcd unit the host has, from systemd's unit search path
-FIND_UNITS = (f"for unit in {GUIDE_UNIT} {FLATCAR_UNIT}; do for dir in {UNIT_DIR} "
+FIND_UNITS = (f"for unit in {spec.ETCD} {spec.FLATCAR_ETCD}; do for dir in {spec.UNIT_DIR} "
               "/run/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "
               'if [ -e "$dir/$unit" ]; then echo "$unit $dir/$unit"; break; fi; done; done')
 
@@ -38,21 +35,21 @@ FIND_UNITS = (f"for unit in {GUIDE_UNIT} {FLATCAR_UNIT}; do for dir in {UNIT_DIR
 def choose_unit(found: str, who: str) -> tuple[str, str | None]:
     """(the unit to configure, the unit file etcd.service is to alias, or None)."""
     files = dict(line.split(None, 1) for line in found.splitlines() if len(line.split()) == 2)
-    if GUIDE_UNIT in files:
-        return GUIDE_UNIT, None
-    if FLATCAR_UNIT in files:
-        return FLATCAR_UNIT, files[FLATCAR_UNIT]
-    raise ProviderUnavailable(f"{who} has neither {GUIDE_UNIT} nor {FLATCAR_UNIT}: use an "
+    if spec.ETCD in files:
+        return spec.ETCD, None
+    if spec.FLATCAR_ETCD in files:
+        return spec.FLATCAR_ETCD, files[spec.FLATCAR_ETCD]
+    raise ProviderUnavailable(f"{who} has neither {spec.ETCD} nor {spec.FLATCAR_ETCD}: use an "
                               "image that ships etcd (Flatcar Container Linux)")
 
 
 def etcd_script(unit: str, alias_of: str | None, dropin: str) -> str:
     """What runs as root on a droplet: the drop-in, the alias if any, the unit started."""
-    directory = f"{UNIT_DIR}/{unit}.d"
+    directory = f"{spec.UNIT_DIR}/{unit}.d"
     lines = ["set -e", f"mkdir -p {directory}",
              f"printf '%s' {shlex.quote(dropin)} > {directory}/{ETCD_DROPIN}"]
     if alias_of:
-        lines.append(f"ln -s {shlex.quote(alias_of)} {UNIT_DIR}/{GUIDE_UNIT}")
+        lines.append(f"ln -s {shlex.quote(alias_of)} {spec.UNIT_DIR}/{spec.ETCD}")
     # --no-block: a new member's start returns only once a quorum is up, i.e. once the
     # other droplets' etcd runs too; the health wait after this is the bounded one
     lines += ["systemctl daemon-reload", f"systemctl enable --now --no-block {unit}"]

@@ -66,7 +66,7 @@ from helpers.providers.local_nspawn import (
     wait_stopped,
 )
 from helpers.providers.local_rootfs import ensure_rootfs, rootfs_path
-from helpers.providers.machines import MachineProvider, hosts_file, wait_etcd
+from helpers.providers.machines import MachineProvider, etcd_environment, hosts_file, wait_etcd
 from helpers.providers.processes import alive, read_pid
 from helpers.waiting import poll
 
@@ -247,21 +247,12 @@ class LocalProvider(MachineProvider):
         write(root / "etc/default/etcd", self._etcd_config(plan, plans))
 
     def _etcd_config(self, plan: NodePlan, plans: list[NodePlan]) -> str:
-        members = ",".join(f"{p.name}=http://{p.private_ip}:2380" for p in plans)
-        ip_ = plan.private_ip
-        return "\n".join([
-            "# Written by the local provider of k8s-coreos-conformance for this node.",
-            f"ETCD_NAME={plan.name}",
-            "ETCD_DATA_DIR=/var/lib/etcd/default",
-            "ETCD_ENABLE_V2=true",    # the guide's flannel and kubernetes speak the v2 API
-            "ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379,http://0.0.0.0:4001",
-            f"ETCD_ADVERTISE_CLIENT_URLS=http://{ip_}:2379,http://{ip_}:4001",
-            f"ETCD_LISTEN_PEER_URLS=http://{ip_}:2380",
-            f"ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{ip_}:2380",
-            f"ETCD_INITIAL_CLUSTER={members}",
-            "ETCD_INITIAL_CLUSTER_STATE=new",
-            f"ETCD_INITIAL_CLUSTER_TOKEN={self.prefix}-{self.run_id}",
-            ""])
+        env = etcd_environment((plan.name, plan.private_ip),
+                               [(p.name, p.private_ip) for p in plans],
+                               f"{self.prefix}-{self.run_id}")
+        return "\n".join(["# Written by the local provider of k8s-coreos-conformance for this node.",
+                          "ETCD_DATA_DIR=/var/lib/etcd/default",
+                          *(f"{key}={value}" for key, value in env.items()), ""])
 
     # -- running nodes ------------------------------------------------------------------
     def _start_node(self, plan: NodePlan) -> None:

@@ -7,9 +7,10 @@ etcd healthy with every member on the guide's client port. And both have the sam
 lifecycle: a killed run's leftovers removed first, and what a failed create made removed
 before its error goes on (Molecule's driver does the same: destroy, then create).
 
-One `etcd_environment`, and one drop-in carrying it, serve qemu (written at first boot)
-and digitalocean (written over SSH, once the droplets have their private addresses), so
-the etcd the guide starts from is the same on both; local writes its /etc/default/etcd.
+One `etcd_environment` serves all three: qemu and digitalocean carry it in one drop-in
+(written at first boot; over SSH once the droplets have their private addresses), local
+writes it as the node's /etc/default/etcd. The etcd the guide starts from is the same on
+every provider.
 """
 from __future__ import annotations
 

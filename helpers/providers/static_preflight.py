@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 from helpers import spec
 from helpers.inventory import NodeSpec
 
-FLATCAR_ETCD = spec.FLATCAR_ETCD
-UNITS = (spec.DOCKER, spec.ETCD, FLATCAR_ETCD)
+UNITS = (spec.DOCKER, spec.ETCD, spec.FLATCAR_ETCD)
 ETCD_HOST = urlsplit(spec.DEFAULTS["etcd_endpoint"]).hostname
 ETCD_PORTS: tuple[int, ...] = tuple(spec.DEFAULTS["etcd_client_ports"])
 ENV_KEYS = ("COREOS_PUBLIC_IPV4", "COREOS_PRIVATE_IPV4")
@@ -120,14 +119,14 @@ def _docker(answer: Answer) -> list[str]:
 def _etcd_unit(answer: Answer) -> list[str]:
     if answer.loaded(spec.ETCD):   # the unit, or an alias of it (its Id is then the target)
         return []
-    if answer.loaded(FLATCAR_ETCD):
-        return [f"{spec.ETCD}: expected the unit or an alias of it, found only {FLATCAR_ETCD} "
+    if answer.loaded(spec.FLATCAR_ETCD):
+        return [f"{spec.ETCD}: expected the unit or an alias of it, found only {spec.FLATCAR_ETCD} "
                 f"(Flatcar's name, which the guide's units do not name): add an alias "
-                f"(ln -s /usr/lib/systemd/system/{FLATCAR_ETCD} "
+                f"(ln -s /usr/lib/systemd/system/{spec.FLATCAR_ETCD} "
                 f"{spec.UNIT_DIR}/{spec.ETCD}) or drop-ins that point the guide's units at "
-                f"{FLATCAR_ETCD}"]
+                f"{spec.FLATCAR_ETCD}"]
     return [f"{spec.ETCD}: expected the unit or an alias of it, found neither it nor "
-            f"{FLATCAR_ETCD}"]
+            f"{spec.FLATCAR_ETCD}"]
 
 
 def _etcd(answer: Answer, nodes: list[NodeSpec]) -> list[str]:
