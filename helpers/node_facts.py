@@ -47,7 +47,11 @@ FAILED = Probe("failed", "systemctl list-units --failed --plain --no-legend --no
 # systemd's own words on each exit of a unit's main process, and each restart
 UNIT_EXITS = Probe("unit_exits", "journalctl -b _PID=1 -o cat --no-pager | grep -E "
                    "'[.]service: (Main process exited|Scheduled restart job)' | tail -n 40")
-IP_ADDR = Probe("ip_addr", "ip -j addr")
+# a netlink dump that interfaces changed under (a pod's veth coming or going) is marked
+# "Dump was interrupted and may be inconsistent": asked again, up to 5 times, for a whole one
+IP_ADDR = Probe("ip_addr", "n=0; until out=$(ip -j addr 2>&1) && "
+                "! printf '%s' \"$out\" | grep -q '^Dump was interrupted'; do "
+                "n=$((n + 1)); [ $n -ge 5 ] && break; sleep 0.2; done; printf '%s\\n' \"$out\"")
 LISTEN = Probe("listen", "ss -Hltunp")
 PROCESS_UNITS = Probe("process_units", "ps -e -o pid=,unit=")
 # read again alone, the counter that opens the pings' window would close it on itself and

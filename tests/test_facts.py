@@ -262,3 +262,32 @@ def test_a_unit_is_found_under_its_aliases_too():
                                   "LoadState=loaded\n\nId=docker.service\nLoadState=loaded")
     assert units["etcd.service"] is units["etcd-member.service"]
     assert units["docker.service"]["LoadState"] == "loaded"
+
+
+def _run_ip_addr(tmp_path, interrupted: int) -> str:
+    """The ip_addr probe's command, under a fake `ip` whose first `interrupted` dumps are
+    marked interrupted, as iproute2 marks a dump that interfaces changed under."""
+    import subprocess
+    fake = tmp_path / "ip"
+    fake.write_text(f"""#!/bin/sh
+n=$(cat {tmp_path}/count 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/count
+[ "$n" -lt {interrupted} ] && echo 'Dump was interrupted and may be inconsistent.' >&2
+echo '[{{"ifname":"lo"}}]'
+""")
+    fake.chmod(0o755)
+    command = node_facts.IP_ADDR.command
+    assert isinstance(command, str)
+    return subprocess.run(["sh", "-c", command], capture_output=True,
+                          text=True, timeout=30, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}).stdout
+
+
+def test_an_interrupted_address_dump_is_asked_again(tmp_path):
+    assert _run_ip_addr(tmp_path, interrupted=2) == '[{"ifname":"lo"}]\n'
+    assert (tmp_path / "count").read_text().strip() == "3"
+
+
+def test_a_dump_interrupted_every_time_fails_closed(tmp_path):
+    text = _run_ip_addr(tmp_path, interrupted=99)
+    assert text.startswith("Dump was interrupted")
+    with pytest.raises(node_facts.FactsError, match="did not answer JSON"):
+        node_facts.NodeFacts(MINION, {"ip_addr": text}, {"ip_addr": 0}).addresses("docker0")
