@@ -178,6 +178,12 @@ class NodeFacts:
     def unit(self, name: str) -> dict[str, str]:
         return self.units().get(name, {})
 
+    @reads(SHOW)
+    def names(self, name: str) -> builtins.set[str]:
+        """Every name of the unit: systemd lists a dependency under the unit's Id, so a
+        Requires=etcd.service shows as etcd-member.service when that is its alias."""
+        return {name, *self.unit(name).get("Names", "").split()}
+
     @reads(UNIT_EXITS)
     def last_exit(self, name: str) -> str:
         """systemd's last "Main process exited, code=..., status=..." for the unit since

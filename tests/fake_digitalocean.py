@@ -28,6 +28,12 @@ stops (by pid) when its droplet is deleted and when the fake stops.
 It is long because it is one fake of one API: every endpoint the provider, the reaper and
 --dry-run call, with the pagination, errors and rate limits they must handle.
 
+With `cloud` (a tests/simulated_cloud.py SimulatedCloud) the droplets are real nodes
+instead: each boots from the user_data sent, applied by the real Ignition from its own
+metadata service, and stays `new` until it runs; networks.v4 then holds its addresses
+on the cloud's bridges. A droplet that failed to boot shows `off`. A deleted one stays
+listed until its node is gone, so a destroy that waits for an empty list waits for that.
+
 Each sshd answers the provider's etcd step (helpers/providers/do_etcd.py) as a Flatcar
 droplet would, without running any of it here (the tests may run as root): the unit
 search finds only etcd-member.service, the setup script is kept in the droplet's
@@ -51,13 +57,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import yaml
 
 from helpers.providers.do_etcd import FIND_UNITS
 from helpers.providers.machines import ETCD_READY
 from tests.sshd import SSHD, _wait_for_banner, stop
+
+if TYPE_CHECKING:
+    from tests.simulated_cloud import Machine, SimulatedCloud
 
 _ADDRESSES = itertools.count(2)   # 127.0.0.N across all fakes of a process: never reused
 _IDS = itertools.count(3164444)
@@ -124,6 +133,8 @@ class FakeDroplet:
     octet: int
     sshd: subprocess.Popen | None = None
     sshd_error: str = ""
+    machine: Machine | None = None      # with a simulated cloud: the droplet booting
+    deleting: bool = False
 
 
 def _iso(when: datetime) -> str:
@@ -195,8 +206,10 @@ class FakeDigitalOcean:
     def __init__(self, token: str, *, active_after: int = 2, sshd_dir: Path | None = None,
                  ssh_port: int = 22, force_command: str | None = None,
                  login_user: str | None = None, max_per_page: int = MAX_PER_PAGE,
-                 read_only: bool = False):
+                 read_only: bool = False, cloud: SimulatedCloud | None = None):
         self.token = token
+        self.cloud = cloud
+        self._deleting: list[threading.Thread] = []
         self.read_only = read_only
         self.catalogue = default_catalogue()
         self.active_after = active_after
@@ -317,6 +330,9 @@ class FakeDigitalOcean:
         with self.lock:
             for droplet in self.droplets.values():
                 self._stop_sshd(droplet)
+            deleting = list(self._deleting)
+        for thread in deleting:    # the cloud's stop() removes whatever is still up
+            thread.join(120)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -356,13 +372,23 @@ class FakeDigitalOcean:
         droplet = FakeDroplet(data=data, user_data=user_data,
                               polls_left=10 ** 9 if stuck else self.active_after, octet=octet)
         self.droplets[droplet_id] = droplet
-        if self.sshd_dir is not None and user_data:
+        if self.cloud is not None:
+            droplet.machine = self.cloud.launch(droplet_id, name, user_data)
+        elif self.sshd_dir is not None and user_data:
             self._start_sshd(droplet)
         return droplet
 
     def _activate(self, droplet: FakeDroplet) -> None:
         droplet.polls_left = 0
         droplet.data["status"] = "active"
+        if droplet.machine is not None:
+            public, private = droplet.machine.public_ip, droplet.machine.private_ip
+            droplet.data["networks"]["v4"] = [
+                {"ip_address": public, "netmask": "255.255.255.0",
+                 "gateway": public.rsplit(".", 1)[0] + ".1", "type": "public"},
+                {"ip_address": private, "netmask": "255.255.255.0",
+                 "gateway": private.rsplit(".", 1)[0] + ".1", "type": "private"}]
+            return
         droplet.data["networks"]["v4"] = [
             {"ip_address": f"127.0.0.{droplet.octet}", "netmask": "255.255.255.0",
              "gateway": "127.0.0.1", "type": "public"},
@@ -371,6 +397,12 @@ class FakeDigitalOcean:
         ]
 
     def _seen(self, droplet: FakeDroplet) -> dict:
+        machine = droplet.machine
+        if machine is not None and droplet.data["status"] == "new":
+            if machine.error:          # what a droplet that never came up shows
+                droplet.data["status"] = "off"
+            elif not machine.ready.is_set():
+                return json.loads(json.dumps(droplet.data))
         if droplet.data["status"] == "new":
             droplet.polls_left -= 1
             if droplet.polls_left <= 0:
@@ -378,8 +410,25 @@ class FakeDigitalOcean:
         return json.loads(json.dumps(droplet.data))
 
     def _delete(self, droplet_id: int) -> None:
-        droplet = self.droplets.pop(droplet_id)
-        self._stop_sshd(droplet)
+        droplet = self.droplets[droplet_id]
+        if droplet.machine is None:
+            self.droplets.pop(droplet_id)
+            self._stop_sshd(droplet)
+        elif not droplet.deleting:
+            # listed until its node is gone, as a deleted droplet lingers a little
+            droplet.deleting = True
+            thread = threading.Thread(target=self._tear_down, args=(droplet_id, droplet),
+                                      name=f"delete-{droplet_id}", daemon=True)
+            self._deleting.append(thread)
+            thread.start()
+
+    def _tear_down(self, droplet_id: int, droplet: FakeDroplet) -> None:
+        assert self.cloud is not None and droplet.machine is not None
+        try:
+            self.cloud.delete(droplet.machine)
+        finally:
+            with self.lock:
+                self.droplets.pop(droplet_id, None)
 
     # -- sshd per droplet --------------------------------------------------------------------
     def _start_sshd(self, droplet: FakeDroplet) -> None:

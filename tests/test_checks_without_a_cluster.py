@@ -1,6 +1,7 @@
 """The checks of /etc/environment, of the binaries' versions, of the commands around a
 unit's ExecStart, of restarts since a unit started and of etcd's member URLs, and the
-negative checks, and whether etcd runs as the unit the guide's units name, fed facts by hand: each passes on what a healthy node shows, and fails,
+negative checks, whether etcd runs as the unit the guide's units name, and a
+unit dependency met through an alias, fed facts by hand: each passes on what a healthy node shows, and fails,
 naming what it found, on a wrong value and on a probe that did not run (fail closed)."""
 from __future__ import annotations
 
@@ -274,3 +275,22 @@ def test_etcd_under_another_name_or_down_fails_naming_the_cause(show, found):
     with pytest.raises(CheckFailed, match=found) as failed:
         test_etcd.test_etcd_runs_as_the_unit_the_guides_units_name(NODE, facts(show=(show, 0)))
     assert str(failed.value).startswith(f"{NODE.name}: ")
+
+
+# systemd lists a dependency under the unit's Id: with etcd.service an alias of
+# etcd-member.service, flannel's Requires=etcd.service shows as etcd-member.service
+def flannel_requires(etcd_blocks: str) -> NodeFacts:
+    flannel = "Id=flannel.service\nNames=flannel.service\nRequires=etcd-member.service sysinit.target"
+    return facts(show=(f"{flannel}\n\n{etcd_blocks}", 0))
+
+
+def test_a_dependency_met_through_an_alias_passes():
+    test_units.test_unit_dependencies_match_the_guide(
+        NODE, spec.FLANNEL, "Requires", flannel_requires(FLATCAR_ALIASED))
+
+
+def test_a_dependency_on_a_unit_of_another_name_fails():
+    with pytest.raises(CheckFailed, match=r"missing etcd.service \(effective: "
+                                          r"etcd-member.service sysinit.target\)"):
+        test_units.test_unit_dependencies_match_the_guide(
+            NODE, spec.FLANNEL, "Requires", flannel_requires(FLATCAR_BARE))

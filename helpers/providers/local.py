@@ -212,16 +212,26 @@ class LocalProvider(MachineProvider):
 
     # -- network ------------------------------------------------------------------------
     def _build_network(self, plans: list[NodePlan]) -> None:
+        self._build_bridges()
+        for plan in plans:
+            self._attach_node(plan, netns.bridge_names(self.prefix), self.prefix)
+
+    def _build_bridges(self) -> None:
         pub_bridge, priv_bridge = netns.bridge_names(self.prefix)
         public, private = self._networks()
         netns.add_bridge(pub_bridge, f"{_host_ip(public)}/{public.prefixlen}")
         netns.add_bridge(priv_bridge, f"{_host_ip(private)}/{private.prefixlen}")
-        for p in plans:
-            pub_end, priv_end = netns.veth_names(self.prefix, p.index)
-            netns.add_namespace(p.machine)
-            netns.add_veth(pub_end, pub_bridge, p.machine, "eth0", f"{p.public_ip}/{public.prefixlen}")
-            netns.add_veth(priv_end, priv_bridge, p.machine, "eth1",
-                           f"{p.private_ip}/{private.prefixlen}")
+
+    def _attach_node(self, plan: NodePlan, bridges: tuple[str, str], link_prefix: str) -> None:
+        """The node's namespace, with eth0 on the public and eth1 on the private bridge;
+        its host ends are named by `link_prefix` (a simulated droplet's own)."""
+        public, private = self._networks()
+        pub_end, priv_end = netns.veth_names(link_prefix, plan.index)
+        netns.add_namespace(plan.machine)
+        netns.add_veth(pub_end, bridges[0], plan.machine, "eth0",
+                       f"{plan.public_ip}/{public.prefixlen}")
+        netns.add_veth(priv_end, bridges[1], plan.machine, "eth1",
+                       f"{plan.private_ip}/{private.prefixlen}")
 
     # -- node files ---------------------------------------------------------------------
     def _prepare_node(self, plan: NodePlan, rootfs: Path, plans: list[NodePlan],
