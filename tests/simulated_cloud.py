@@ -1,6 +1,8 @@
 """A simulated DigitalOcean region on this machine: the networks droplets share, and
 the droplets the fake API (tests/fake_digitalocean.py) makes, each a SimulatedDroplet
-(tests/simulated_droplet.py) booted from its user_data by the real Ignition.
+(tests/simulated_droplet.py) booted from its user_data by the real Ignition. A
+cloud-config user_data is refused with its reason (CLOUD_CONFIG_REFUSED): the droplet
+shows `off`, as one whose image cannot read its user_data never comes up.
 
     with SimulatedCloud("dosim93", 93, run_dir) as cloud, \\
             FakeDigitalOcean(token, cloud=cloud) as api:
@@ -36,6 +38,10 @@ from tests.simulated_droplet import CACHE_DIR, WORK_DIR, SimulatedDroplet
 
 log = logging.getLogger(__name__)
 BOOT_JOIN = 120.0       # seconds stop() waits for a droplet still booting
+# Flatcar reads a cloud-config with coreos-cloudinit, which Debian does not package
+CLOUD_CONFIG_REFUSED = ("cloud-config user_data: the simulated image applies Ignition only "
+                        "(Flatcar's coreos-cloudinit is not simulated); use "
+                        "digitalocean.user_data: ignition")
 
 
 class Machine:
@@ -69,7 +75,8 @@ class SimulatedCloud:
         self.bridges = netns.bridge_names(prefix)
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
-        self.machines: list[Machine] = []
+        self.machines: list[Machine] = []      # up, or booting
+        self.booted: list[Machine] = []        # every one launched, for the tests to read
         self.boot_seconds: list[float] = []
 
     # -- life ---------------------------------------------------------------------------
@@ -114,6 +121,7 @@ class SimulatedCloud:
         machine = Machine(droplet)
         with self._lock:
             self.machines.append(machine)
+            self.booted.append(machine)
         machine.thread = threading.Thread(target=self._boot, args=(machine, user_data),
                                           name=f"boot-{name}", daemon=True)
         machine.thread.start()
@@ -133,6 +141,8 @@ class SimulatedCloud:
         try:
             if not user_data:
                 raise RuntimeError("no user_data: this image boots only what Ignition applies")
+            if user_data.lstrip().startswith("#cloud-config"):
+                raise RuntimeError(CLOUD_CONFIG_REFUSED)
             machine.droplet.boot(user_data)
             netns.confirm_route(machine.public_ip, self.bridges[0])
             self.boot_seconds.append(round(time.monotonic() - started, 1))
