@@ -34,6 +34,23 @@ def _carriers(token: str) -> dict[int, str]:
     return found
 
 
+def pytest_addoption(parser):
+    parser.addoption("--qemu-suite", action="store_true",
+                     help="also run the whole suite on three QEMU VMs (marker qemu_suite; "
+                          "tens of minutes under software emulation)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """qemu_suite is opt-in: without --qemu-suite its tests are deselected (and counted
+    so), never skipped as if something were missing."""
+    if config.getoption("--qemu-suite"):
+        return
+    left_out = [item for item in items if item.get_closest_marker("qemu_suite")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("qemu_suite")]
+
+
 def pytest_configure(config):
     # the controller sets it; xdist workers and everything below inherit it
     os.environ.setdefault(TOKEN_VAR, secrets.token_hex(8))

@@ -2,13 +2,16 @@
 V2, pulls only) inside a droplet's own network namespace, at 169.254.169.254:5000, that
 the droplet's Docker is told to use as its registry mirror (/etc/docker/daemon.json).
 
-    python3 -m tests.droplet_registry BUSYBOX.tar     # run by `ip netns exec NS`
+    python3 -m tests.droplet_registry BUSYBOX.tar [ADDRESS]   # run by `ip netns exec NS`
 
 No registry is reachable from this machine, while a real droplet pulls `busybox` from
 Docker Hub: this lets the digitalocean provider's own `docker pull busybox` run
 unchanged on a simulated droplet. It serves one image, `library/busybox:latest`, made
 from the node tree's static busybox tarball: a schema-2 manifest, its config and one
 gzipped layer, each addressed by its sha256 digest as Docker checks them.
+
+The qemu test image with Docker (tests/e2e/qemu_image.py) runs this same file as a
+unit of its own, on the VM's 127.0.0.1: hence only the standard library at the top.
 """
 from __future__ import annotations
 
@@ -21,19 +24,18 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.droplet_metadata import METADATA_IP, confirm_inside
-
+LINK_LOCAL = "169.254.169.254"     # where a droplet reaches its cloud's services
 PORT = 5000
-MIRROR = f"http://{METADATA_IP}:{PORT}"
+MIRROR = f"http://{LINK_LOCAL}:{PORT}"
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
-def daemon_json() -> str:
-    """What the simulated image's /etc/docker/daemon.json says (the mirror is plain HTTP)."""
-    return json.dumps({"registry-mirrors": [MIRROR],
-                       "insecure-registries": [f"{METADATA_IP}:{PORT}"]}) + "\n"
+def daemon_json(address: str = LINK_LOCAL) -> str:
+    """What the image's /etc/docker/daemon.json says (the mirror is plain HTTP)."""
+    return json.dumps({"registry-mirrors": [f"http://{address}:{PORT}"],
+                       "insecure-registries": [f"{address}:{PORT}"]}) + "\n"
 
 
 def _digest(data: bytes) -> str:
@@ -98,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
 def start_in_namespace(ns: str, busybox_tar: Path, log: Path) -> subprocess.Popen:
     """The registry for namespace `ns` (whose loopback already holds METADATA_IP, see
     tests/droplet_metadata.py); waits until it answers."""
+    from tests.droplet_metadata import confirm_inside
     confirm_inside(ns)
     process = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.droplet_registry",
@@ -115,14 +118,14 @@ def start_in_namespace(ns: str, busybox_tar: Path, log: Path) -> subprocess.Pope
     raise RuntimeError(f"registry in {ns} did not answer: {log.read_text()[-300:]}")
 
 
-def serve(busybox_tar: Path) -> None:
+def serve(busybox_tar: Path, address: str = LINK_LOCAL) -> None:
     manifest, blobs = image(busybox_tar.read_bytes())
 
     class Handler(_Handler):
         pass
     Handler.manifest, Handler.blobs = manifest, blobs
-    ThreadingHTTPServer((METADATA_IP, PORT), Handler).serve_forever()
+    ThreadingHTTPServer((address, PORT), Handler).serve_forever()
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]))
+    serve(Path(sys.argv[1]), *sys.argv[2:3])

@@ -28,7 +28,7 @@ stops (by pid) when its droplet is deleted and when the fake stops.
 It is long because it is one fake of one API: every endpoint the provider, the reaper and
 --dry-run call, with the pagination, errors and rate limits they must handle.
 
-With `cloud` (a tests/simulated_cloud.py SimulatedCloud) the droplets are real nodes
+With `cloud` (a tests/simulated_cloud.py SimulatedCloud, see Cloud) the droplets are real nodes
 instead: each boots from the user_data sent, applied by the real Ignition from its own
 metadata service, and stays `new` until it runs; networks.v4 then holds its addresses
 on the cloud's bridges. A droplet that failed to boot shows `off`. A deleted one stays
@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Protocol, Self
 
 import yaml
 
@@ -65,8 +65,28 @@ from helpers.providers.do_etcd import FIND_UNITS
 from helpers.providers.machines import ETCD_READY
 from tests.sshd import SSHD, _wait_for_banner, stop
 
-if TYPE_CHECKING:
-    from tests.simulated_cloud import Machine, SimulatedCloud
+
+class Machine(Protocol):
+    """A droplet a cloud boots (tests/simulated_cloud.py's Machine)."""
+    @property
+    def ready(self) -> threading.Event: ...
+
+    @property
+    def error(self) -> str: ...
+
+    @property
+    def public_ip(self) -> str: ...
+
+    @property
+    def private_ip(self) -> str: ...
+
+
+class Cloud(Protocol):
+    """What boots and removes the droplets (tests/simulated_cloud.py's SimulatedCloud)."""
+
+    def launch(self, droplet_id: int, name: str, user_data: str | None) -> Machine: ...
+
+    def delete(self, machine: Any) -> None: ...     # one this cloud launched
 
 _ADDRESSES = itertools.count(2)   # 127.0.0.N across all fakes of a process: never reused
 _IDS = itertools.count(3164444)
@@ -206,7 +226,7 @@ class FakeDigitalOcean:
     def __init__(self, token: str, *, active_after: int = 2, sshd_dir: Path | None = None,
                  ssh_port: int = 22, force_command: str | None = None,
                  login_user: str | None = None, max_per_page: int = MAX_PER_PAGE,
-                 read_only: bool = False, cloud: SimulatedCloud | None = None):
+                 read_only: bool = False, cloud: Cloud | None = None):
         self.token = token
         self.cloud = cloud
         self._deleting: list[threading.Thread] = []

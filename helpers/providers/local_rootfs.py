@@ -106,6 +106,19 @@ printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\nPasswordAuthentication no\\nUseD
 """
 
 
+def busybox_tar_hook() -> str:
+    """Customize-hook lines: BUSYBOX_TAR, the tree's static busybox and its applet links,
+    a tarball that `docker import` (or a registry layer) makes an image of."""
+    return f"""mkdir -p "$root/var/lib/k8sconf" "$root/tmp/bb/bin"
+cp "$root/bin/busybox" "$root/tmp/bb/bin/busybox"
+for applet in $(chroot "$root" /bin/busybox --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$root/tmp/bb/bin/$applet"
+done
+tar -C "$root/tmp/bb" -cf "$root{BUSYBOX_TAR}" .
+rm -rf "$root/tmp/bb"
+"""
+
+
 # Runs on the host with the finished tree in $1 (mmdebstrap --customize-hook).
 _CUSTOMIZE = f"""set -eu
 root="$1"
@@ -116,14 +129,7 @@ chroot "$root" systemctl disable {' '.join(DISABLED)}
 chroot "$root" systemctl mask {' '.join(MASKED)}
 : > "$root/etc/machine-id"
 rm -rf "$root/opt/bin"
-mkdir -p "$root/var/lib/k8sconf" "$root/tmp/bb/bin"
-cp "$root/bin/busybox" "$root/tmp/bb/bin/busybox"
-for applet in $(chroot "$root" /bin/busybox --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$root/tmp/bb/bin/$applet"
-done
-tar -C "$root/tmp/bb" -cf "$root{BUSYBOX_TAR}" .
-rm -rf "$root/tmp/bb"
-cat > "$root{IMPORT_HELPER}" <<'EOF'
+{busybox_tar_hook()}cat > "$root{IMPORT_HELPER}" <<'EOF'
 {_IMPORT_SCRIPT}EOF
 chmod 0755 "$root{IMPORT_HELPER}"
 """

@@ -27,6 +27,14 @@ interfaces the provider relies on, and nothing more:
 
 Built with mmdebstrap (minbase), `mkfs.ext4 -d` into a 2 GB sparse raw file and
 converted to a qcow2 base; cached under `<cache_dir>/test-image-<recipe hash>/`.
+
+`ensure_image(cache_dir, docker=True)` builds the variant the whole suite runs on
+(tests/e2e/test_qemu_suite.py), in `test-image-docker-<hash>/` on a 4 GB disk: it
+adds Docker 20.10 (its own units disabled: the guide's bootstrap writes docker.service),
+etcdctl, iptables and bridge-utils, and, as no registry is reachable from the VMs, a
+registry mirror on the VM's own 127.0.0.1:5000 (tests/droplet_registry.py, run by
+`k8sconf-registry.service`, serving the static busybox) named in
+/etc/docker/daemon.json, so the provider's `docker pull busybox` works unchanged.
 """
 from __future__ import annotations
 
@@ -39,7 +47,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.providers.local_rootfs import core_user_hook
+from helpers.providers.local_rootfs import BUSYBOX_TAR, busybox_tar_hook, core_user_hook
+from tests import droplet_registry
 
 RECIPE_VERSION = 1
 SUITE = "bookworm"
@@ -148,6 +157,32 @@ rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/
 """
 
 
+DOCKER_PACKAGES = ("docker.io", "iptables", "bridge-utils", "etcd-client", "busybox-static",
+                   "python3")
+DOCKER_DISK_SIZE = "4G"
+REGISTRY_SCRIPT = "/usr/local/lib/k8sconf/registry.py"
+_REGISTRY_UNIT = f"""[Unit]
+Description=k8sconf test image: a registry mirror serving busybox on 127.0.0.1:5000
+Before=docker.service
+
+[Service]
+ExecStart=/usr/bin/python3 {REGISTRY_SCRIPT} {BUSYBOX_TAR} 127.0.0.1
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"""
+_DOCKER_CUSTOMIZE = f"""{busybox_tar_hook()}mkdir -p "$root/usr/local/lib/k8sconf" "$root/etc/docker"
+cat > "$root{REGISTRY_SCRIPT}" <<'K8SCONF_EOF'
+{Path(droplet_registry.__file__).read_text()}K8SCONF_EOF
+printf '%s' '{droplet_registry.daemon_json("127.0.0.1")}' > "$root/etc/docker/daemon.json"
+cat > "$root/etc/systemd/system/k8sconf-registry.service" <<'EOF'
+{_REGISTRY_UNIT}EOF
+chroot "$root" systemctl disable docker.service docker.socket containerd.service
+chroot "$root" systemctl enable k8sconf-registry.service
+"""
+
+
 @dataclass(frozen=True)
 class TestImage:
     base: Path        # qcow2, never written: VMs get overlays on it
@@ -157,29 +192,38 @@ class TestImage:
     seconds: float
 
 
-def recipe_hash() -> str:
-    text = "\n".join([str(RECIPE_VERSION), SUITE, *MIRRORS, *sorted(PACKAGES), _CUSTOMIZE,
-                      DISK_SIZE])
+def _recipe(docker: bool) -> tuple[tuple[str, ...], str, str]:
+    """(packages, customize hook, disk size) of the plain image or the Docker variant."""
+    if not docker:
+        return PACKAGES, _CUSTOMIZE, DISK_SIZE
+    # the Docker lines run before the common hook, whose clean-up ends the recipe
+    return PACKAGES + DOCKER_PACKAGES, _CUSTOMIZE.replace(
+        "sed -i 's/^MODULES=", _DOCKER_CUSTOMIZE + "sed -i 's/^MODULES=", 1), DOCKER_DISK_SIZE
+
+
+def recipe_hash(docker: bool = False) -> str:
+    packages, customize, disk = _recipe(docker)
+    text = "\n".join([str(RECIPE_VERSION), SUITE, *MIRRORS, *sorted(packages), customize, disk])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def image_dir(cache_dir: Path) -> Path:
-    return cache_dir / f"test-image-{recipe_hash()}"
+def image_dir(cache_dir: Path, docker: bool = False) -> Path:
+    return cache_dir / f"test-image-{'docker-' if docker else ''}{recipe_hash(docker)}"
 
 
-def ensure_image(cache_dir: Path) -> TestImage:
+def ensure_image(cache_dir: Path, docker: bool = False) -> TestImage:
     """The cached image, built first when missing; safe against concurrent callers."""
     started = time.monotonic()
-    final = image_dir(cache_dir)
+    final = image_dir(cache_dir, docker)
     built = False
     if not (final / "base.qcow2").is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
         with open(cache_dir / "test-image.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (final / "base.qcow2").is_file():
-                _build(final)
+                _build(final, docker)
                 built = True
-                _prune_old(final)
+                _prune_old(final, docker)
     return TestImage(final / "base.qcow2", final / "vmlinuz", final / "initrd.img", built,
                      time.monotonic() - started)
 
@@ -191,7 +235,7 @@ def _run(cmd: list[str], what: str) -> None:
                            "(its output is above)")
 
 
-def _build(final: Path) -> None:
+def _build(final: Path, docker: bool) -> None:
     # Everything happens in a temp dir beside the final one, renamed at the end: a
     # killed build leaves no half image under the final name.
     tmp = final.parent / f".{final.name}.tmp"
@@ -200,9 +244,10 @@ def _build(final: Path) -> None:
     tree = tmp / "rootfs"
     print(f"qemu test image: building {final} with mmdebstrap (first run only, "
           "about a minute)", file=sys.stderr, flush=True)
+    packages, customize, disk = _recipe(docker)
     try:
-        _run(["mmdebstrap", "--variant=minbase", "--mode=root", "--include=" + ",".join(PACKAGES),
-              "--customize-hook=" + _CUSTOMIZE, SUITE, str(tree), *MIRRORS], "mmdebstrap")
+        _run(["mmdebstrap", "--variant=minbase", "--mode=root", "--include=" + ",".join(packages),
+              "--customize-hook=" + customize, SUITE, str(tree), *MIRRORS], "mmdebstrap")
         kernels = sorted((tree / "boot").glob("vmlinuz-*"))
         initrds = sorted((tree / "boot").glob("initrd.img-*"))
         if len(kernels) != 1 or len(initrds) != 1:
@@ -211,7 +256,7 @@ def _build(final: Path) -> None:
         shutil.copy2(kernels[0], tmp / "vmlinuz")
         shutil.copy2(initrds[0], tmp / "initrd.img")
         raw = tmp / "disk.raw"
-        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(raw), DISK_SIZE],
+        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(raw), disk],
              "mkfs.ext4 -d")
         _remove_tree(tree)
         _run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
@@ -233,13 +278,16 @@ def _remove_tree(path: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
 
 
-def _prune_old(keep: Path) -> None:
-    for old in keep.parent.glob("test-image-*"):
+def _prune_old(keep: Path, docker: bool) -> None:
+    """Older builds of the same variant (a plain image's name is its 16-digit hash)."""
+    pattern = "test-image-docker-*" if docker else "test-image-" + "?" * 16
+    for old in keep.parent.glob(pattern):
         if old != keep and old.is_dir():
             _remove_tree(old)
 
 
-if __name__ == "__main__":   # build by hand: python3 -m tests.e2e.qemu_image CACHE_DIR
-    image = ensure_image(Path(sys.argv[1] if len(sys.argv) > 1 else
-                              "/var/cache/k8s-coreos-conformance/qemu"))
+if __name__ == "__main__":   # by hand: python3 -m tests.e2e.qemu_image [--docker] [CACHE_DIR]
+    args = [a for a in sys.argv[1:] if a != "--docker"]
+    image = ensure_image(Path(args[0] if args else "/var/cache/k8s-coreos-conformance/qemu"),
+                         docker="--docker" in sys.argv[1:])
     print(f"{image.base} {image.kernel} {image.initrd} ({image.seconds:.1f} s)")
