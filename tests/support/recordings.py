@@ -51,6 +51,15 @@ def verdicts(junit: Path) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+def unlike_the_embedded_cluster(junit: Path) -> dict[str, tuple[str | None, str | None]]:
+    """{check: (its verdict in `junit`, the embedded cluster's)} where they differ; the
+    embedded cluster's are its healthy live run's on the real binaries, as recorded."""
+    found = verdicts(junit)
+    embedded = _read(RECORDED / HEALTHY / "verdicts.json")
+    return {name: (found.get(name), embedded.get(name)) for name in sorted({*found, *embedded})
+            if found.get(name) != embedded.get(name)}
+
+
 def _read(path: Path):
     return json.loads(path.read_text())
 
