@@ -163,24 +163,24 @@ class Inventory(Strict):
 
     def _check_node_addresses(self, settings, nets):
         """Each node's address as the provider derives it (node N: .N) is a usable host
-        address of its network: not the network, broadcast or host's/QEMU's own."""
+        address of its network: not the network, broadcast or the host's own."""
         (pub_name, pub), (priv_name, priv) = nets.items()
         if self.provider == "local":
             reserved = {pub_name: {pub.broadcast_address - 1},
                         priv_name: {priv.broadcast_address - 1}}
             owner = "the host's own address on the bridge"
-        else:
-            reserved = {pub_name: {pub.broadcast_address - 1, pub.broadcast_address - 2},
-                        priv_name: set()}
-            owner = "QEMU's gateway or DNS"
+        else:   # qemu: both segments hold the VMs only
+            reserved = {pub_name: set(), priv_name: set()}
+            owner = ""
         for index, node in enumerate(self.node_specs(), start=1):
             for attr, (name, net) in zip(("public_ip", "private_ip"), nets.items(), strict=True):
                 given = getattr(node, attr)
                 if given is None:
                     if index >= net.num_addresses - 1 or net[index] in reserved[name]:
+                        taken = f", and {owner} is taken" if reserved[name] else ""
                         raise ValueError(f"{name}: {net} is too small for "
-                                         f"{len(self.node_specs())} nodes (node N is .N, "
-                                         f"and {owner} is taken)")
+                                         f"{len(self.node_specs())} nodes (node N is .N"
+                                         f"{taken})")
                     continue
                 where = f"nodes.{index - 1}.{attr}: {given}"
                 if given not in net:

@@ -148,6 +148,10 @@ class LocalSettings(Strict):
     boot_timeout: float = Field(120, gt=0, le=1800)
 
 
+# Each qemu VM's own user-mode network (QEMU's default), for the SSH port forward only
+QEMU_MANAGEMENT_NETWORK = ipaddress.IPv4Network("10.0.2.0/24")
+
+
 class QemuSettings(Strict):
     """VMs under QEMU on this host (see helpers/providers/qemu.py for the design).
 
@@ -183,12 +187,15 @@ class QemuSettings(Strict):
     ssh_base_port: Port = Field(22220, description="node N: 127.0.0.1:<base+N> -> guest :22")
     public_network: Network = Field(
         ipaddress.IPv4Network("192.168.2.0/24"),
-        description="each VM's own user-mode network; node N is .N (the guide's public IPs); "
-                    "reachable from the host only through the SSH port forward")
+        description="the public segment the VMs share; node N is .N (the guide's public IPs); "
+                    "the host reaches a VM only through its SSH port forward")
     private_network: Network = ipaddress.IPv4Network("10.120.0.0/24")
+    public_mcast_group: IPv4 = Field(ipaddress.IPv4Address("230.0.0.2"),
+                                     description="multicast group of the public segment")
     private_mcast_group: IPv4 = Field(ipaddress.IPv4Address("230.0.0.1"),
                                       description="multicast group of the private segment")
-    private_mcast_port: Port = Field(22219, description="one port per cluster on this host")
+    private_mcast_port: Port = Field(22219, description="one port per cluster on this host "
+                                     "(both segments' groups use it)")
     restrict_network: bool = Field(True, description="user-mode networking restrict=on: guests "
                                    "reach nothing outside (Flatcar's etcd-member and a "
                                    "cloud-config bootstrap need it off)")
@@ -207,9 +214,18 @@ class QemuSettings(Strict):
             raise ValueError("'image_sha256' is required with 'image_url'")
         if self.initrd and not self.kernel:
             raise ValueError("'initrd' needs 'kernel'")
-        if not self.private_mcast_group.is_multicast:
-            raise ValueError(f"private_mcast_group {self.private_mcast_group} is not a "
-                             "multicast address (224.0.0.0/4)")
+        for name in ("public_mcast_group", "private_mcast_group"):
+            if not getattr(self, name).is_multicast:
+                raise ValueError(f"{name} {getattr(self, name)} is not a multicast address "
+                                 "(224.0.0.0/4)")
+        if self.public_mcast_group == self.private_mcast_group:
+            raise ValueError(f"public_mcast_group and private_mcast_group are both "
+                             f"{self.private_mcast_group}: the two segments would be one")
+        for name in ("public_network", "private_network"):
+            if getattr(self, name).overlaps(QEMU_MANAGEMENT_NETWORK):
+                raise ValueError(f"{name} {getattr(self, name)} overlaps "
+                                 f"{QEMU_MANAGEMENT_NETWORK}, each VM's own management network "
+                                 "(QEMU user-mode: the SSH port forward)")
         return self
 
     def anchored(self, fix) -> "QemuSettings":

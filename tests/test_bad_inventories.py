@@ -153,11 +153,17 @@ NAMED = [
      "ssh.key: required for provider 'digitalocean'"),
     ("a local network too small", put(LOCAL, "local.private_network", "10.120.0.0/30"),
      "local.private_network: 10.120.0.0/30 is too small for 3 nodes"),
-    ("a qemu node on QEMU's gateway",
-     {**BASES["qemu"], "nodes": [dict(STATIC_NODES[0], public_ip="192.168.2.254",
+    ("a qemu node outside its public network",
+     {**BASES["qemu"], "nodes": [dict(STATIC_NODES[0], public_ip="192.168.3.1",
                                       private_ip="10.120.0.1")],
       "qemu": {k: v for k, v in BASES["qemu"]["qemu"].items() if k != "count"}},
-     "nodes.0.public_ip: 192.168.2.254 is QEMU's gateway or DNS"),
+     "nodes.0.public_ip: 192.168.3.1 is not in qemu.public_network 192.168.2.0/24"),
+    ("a qemu network on the VMs' management network",
+     put(BASES["qemu"], "qemu.private_network", "10.0.2.0/24"),
+     "overlaps 10.0.2.0/24, each VM's own management network"),
+    ("one multicast group for both qemu segments",
+     put(BASES["qemu"], "qemu.public_mcast_group", "230.0.0.1"),
+     "public_mcast_group and private_mcast_group are both 230.0.0.1"),
     ("etcdctl_env without its space", put(LOCAL, "deviations.etcdctl_env", "ETCDCTL_API=2"),
      "deviations.etcdctl_env: must be 'ETCDCTL_API=N '"),
     ("docker_host with a shell word", put(LOCAL, "deviations.docker_host", "fd:// && reboot"),
@@ -372,8 +378,8 @@ def bad_fit(draw):
     provider = draw(st.sampled_from(["local", "qemu"]))
     side = draw(st.sampled_from(["public_network", "private_network"]))
     # addresses of a network that are no node's: network, broadcast, and the host's
-    # (local, .254 of a /24) or QEMU's gateway and DNS (qemu's public side)
-    taken = 3 if provider == "local" else (4 if side == "public_network" else 2)
+    # (local, .254 of a /24; qemu's segments hold the VMs only)
+    taken = 3 if provider == "local" else 2
     prefix = draw(st.integers(28, 30))
     room = max(0, 2 ** (32 - prefix) - taken)
     limit = 16 if provider == "local" else 8

@@ -161,23 +161,25 @@ def _options(cmd: list[str], flag: str) -> list[str]:
 
 def test_networking_stays_on_loopback_and_guests_are_restricted(tmp_path):
     plan, cmd = _command(tmp_path)
-    user, socket_net = _options(cmd, "-netdev")
-    assert user.startswith("user,id=public,")
-    assert "restrict=on" in user.split(",") and "ipv6=off" in user.split(",")
-    forwards = [o for o in user.split(",") if o.startswith("hostfwd=")]
-    assert forwards == ["hostfwd=tcp:127.0.0.1:22222-192.168.2.2:22"]
-    assert socket_net == "socket,id=private,mcast=230.0.0.1:22219,localaddr=127.0.0.1"
-    assert "net=192.168.2.0/24" in user and "host=192.168.2.254" in user \
-        and "dns=192.168.2.253" in user
+    public, private, management = _options(cmd, "-netdev")
+    # the guide's two networks: segments the VMs share, on loopback multicast
+    assert public == "socket,id=public,mcast=230.0.0.2:22219,localaddr=127.0.0.1"
+    assert private == "socket,id=private,mcast=230.0.0.1:22219,localaddr=127.0.0.1"
+    # the SSH forward: each VM's own user-mode network, restricted
+    assert management.startswith("user,id=management,net=10.0.2.0/24,dhcpstart=10.0.2.15,")
+    assert "restrict=on" in management.split(",") and "ipv6=off" in management.split(",")
+    forwards = [o for o in management.split(",") if o.startswith("hostfwd=")]
+    assert forwards == ["hostfwd=tcp:127.0.0.1:22222-10.0.2.15:22"]
     devices = _options(cmd, "-device")
     assert "virtio-net-pci,netdev=public,mac=52:54:00:00:01:02,addr=0x3" in devices
     assert "virtio-net-pci,netdev=private,mac=52:54:00:00:02:02,addr=0x4" in devices
+    assert "virtio-net-pci,netdev=management,mac=52:54:00:00:03:02,addr=0x6" in devices
 
 
 def test_restriction_can_be_lifted_but_the_forward_stays_on_loopback(tmp_path):
     _, cmd = _command(tmp_path, restrict_network=False, ssh_base_port=30000)
-    user = _options(cmd, "-netdev")[0]
-    assert "restrict=off" in user and "hostfwd=tcp:127.0.0.1:30002-" in user
+    management = _options(cmd, "-netdev")[2]
+    assert "restrict=off" in management and "hostfwd=tcp:127.0.0.1:30002-" in management
 
 
 def test_tcg_gets_a_bounded_code_cache_and_kvm_the_host_cpu(tmp_path):
@@ -216,13 +218,13 @@ def test_nodes_get_the_guides_addresses_and_one_port_each(tmp_path):
         ("coreos-3", "minion", "192.168.2.3", "10.120.0.3", 22223)]
 
 
-def test_a_node_address_on_qemus_own_gateway_is_refused(tmp_path):
+def test_a_node_address_outside_its_network_is_refused(tmp_path):
     p = provider(tmp_path)
     p.inventory = p.inventory.model_copy(update={"nodes": [
         parse({"provider": "static", "nodes": [
-            {"name": "coreos-1", "role": "master", "public_ip": "192.168.2.254",
+            {"name": "coreos-1", "role": "master", "public_ip": "192.168.3.1",
              "private_ip": "10.120.0.1"}], "bootstrap": {"enabled": False}}).node_specs()[0]]})
-    with pytest.raises(ProviderError, match="192.168.2.254 is not a usable node address"):
+    with pytest.raises(ProviderError, match="192.168.3.1 is not a usable node address"):
         p._plans()
 
 
@@ -274,7 +276,9 @@ def test_ignition_holds_the_nodes_identity_network_and_etcd(tmp_path):
     assert "MACAddress=52:54:00:00:02:01" in _file(
         config, "/etc/systemd/network/10-k8sconf-private.network")
     public = _file(config, "/etc/systemd/network/10-k8sconf-public.network")
-    assert "Address=192.168.2.1/24" in public and "Gateway=192.168.2.254" in public
+    assert "Address=192.168.2.1/24" in public and "Gateway" not in public
+    management = _file(config, "/etc/systemd/network/10-k8sconf-management.network")
+    assert "MACAddress=52:54:00:00:03:01" in management and "DHCP=ipv4" in management
     assert "10.120.0.3\tcoreos-3" in _file(config, "/etc/hosts")
     etcd = next(u for u in config["systemd"]["units"] if u["name"] == "etcd-member.service")
     dropin = etcd["dropins"][0]["contents"]

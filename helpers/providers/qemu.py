@@ -13,9 +13,10 @@ Design, and why:
   it reaches the VM by fw_cfg (helpers/providers/qemu_ignition.py).
 - Acceleration (`qemu.accel`): KVM only when a test boot shows it works, else TCG with
   a warning (helpers/providers/qemu_accel.py).
-- Networks: node N (from 1) gets its own user-mode "public" network, reached from the
-  host by an SSH port forward, and a "private" segment shared by the cluster's VMs
-  (helpers/providers/qemu_vm.py says how and why).
+- Networks: node N (from 1) is on a "public" and a "private" segment shared by the
+  cluster's VMs (the guide's two networks), and on a user-mode network of its own
+  through which the host's SSH port forward reaches it (helpers/providers/qemu_vm.py
+  says how and why).
 - Processes: `qemu-system-x86_64 -daemonize -pidfile <node dir>/qemu.pid`: QEMU returns
   once the VM runs, or fails with its error (e.g. a forwarded port in use), and the VM
   outlives this process (xdist workers and `--reuse-cluster` attach to it). A QMP
@@ -69,7 +70,6 @@ from helpers.providers.qemu_vm import (
     console_tail,
     find_leftovers,
     qemu_command,
-    user_net_addresses,
 )
 from helpers.waiting import poll
 
@@ -180,15 +180,12 @@ class QemuProvider(MachineProvider):
     # -- planning -----------------------------------------------------------------------
     def _plans(self) -> list[VMPlan]:
         s = self.settings
-        gateway, dns = user_net_addresses(s.public_network)
         plans = []
         for index, spec in enumerate(self.inventory.node_specs(), start=1):
             pub = spec.public_ip or s.public_network[index]
             priv = spec.private_ip or s.private_network[index]
-            for ip_, net, reserved in ((pub, s.public_network, {gateway, dns}),
-                                       (priv, s.private_network, set())):
-                if ip_ not in net or ip_ in (net.network_address, net.broadcast_address) \
-                        or str(ip_) in reserved:
+            for ip_, net in ((pub, s.public_network), (priv, s.private_network)):
+                if ip_ not in net or ip_ in (net.network_address, net.broadcast_address):
                     raise ProviderError(f"qemu: node {spec.name} address {ip_} is not a usable "
                                         f"node address of {net}")
             port = s.ssh_base_port + index

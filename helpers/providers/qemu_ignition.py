@@ -36,7 +36,7 @@ from helpers.inventory import Inventory
 from helpers.inventory_sections import QemuSettings
 from helpers.providers.base import ProviderError
 from helpers.providers.machines import ETCD_DROPIN, etcd_dropin, etcd_environment, hosts_file
-from helpers.providers.qemu_vm import VMPlan, user_net_addresses
+from helpers.providers.qemu_vm import VMPlan
 
 FLATCAR_FW_CFG = "opt/org.flatcar-linux/config"
 FILES_FW_CFG = "opt/k8sconf/config.tar"
@@ -46,17 +46,20 @@ ETCD_UNIT = spec.FLATCAR_ETCD
 ETCD_ALIAS = (f"{spec.UNIT_DIR}/{spec.ETCD}", f"/usr/lib/systemd/system/{spec.FLATCAR_ETCD}")
 
 
-def _network_file(mac: str, address: str, prefixlen: int, gateway: str | None = None,
-                  dns: str | None = None) -> str:
+def _network_file(mac: str, address: str, prefixlen: int) -> str:
     # IPv4 only, as the guide: no link-local or router-advertised IPv6 to wait for
     lines = ["# written by k8s-coreos-conformance (qemu provider)", "[Match]",
              f"MACAddress={mac}", "", "[Network]", f"Address={address}/{prefixlen}",
              "LinkLocalAddressing=no", "IPv6AcceptRA=no"]
-    if gateway:
-        lines.append(f"Gateway={gateway}")
-    if dns:
-        lines.append(f"DNS={dns}")
     return "\n".join(lines) + "\n"
+
+
+def _management_network_file(mac: str) -> str:
+    """QEMU's user-mode network gives the address (10.0.2.15), its gateway and DNS."""
+    return "\n".join(["# written by k8s-coreos-conformance (qemu provider): the SSH "
+                      "port forward's network", "[Match]", f"MACAddress={mac}", "",
+                      "[Network]", "DHCP=ipv4", "LinkLocalAddressing=no", "IPv6AcceptRA=no",
+                      ""])
 
 
 def node_ignition(inventory: Inventory, settings: QemuSettings, plan: VMPlan,
@@ -72,12 +75,13 @@ def node_ignition(inventory: Inventory, settings: QemuSettings, plan: VMPlan,
         userdata._bounded(base.ignition(), identity)   # refused over 64 KiB, as before
     else:
         base = MachineConfig(inventory.ssh.user, [ssh_key_line], userdata._files(identity))
-    gateway, dns = user_net_addresses(settings.public_network)
     extra_files = [
         ("/etc/hosts", hosts_file(plans), 0o644),
         ("/etc/systemd/network/10-k8sconf-public.network",
-         _network_file(plan.public_mac, plan.public_ip, settings.public_network.prefixlen,
-                       gateway, dns), 0o644),
+         _network_file(plan.public_mac, plan.public_ip, settings.public_network.prefixlen),
+         0o644),
+        ("/etc/systemd/network/10-k8sconf-management.network",
+         _management_network_file(plan.management_mac), 0o644),
         ("/etc/systemd/network/10-k8sconf-private.network",
          _network_file(plan.private_mac, plan.private_ip, settings.private_network.prefixlen),
          0o644),

@@ -3,23 +3,23 @@ its command line, its QMP monitor and its serial console, and finding the node d
 a run left behind. helpers/providers/qemu.py has the design these follow.
 
 - Networks: node N (from 1) gets
-  * "public": its OWN user-mode network (`-netdev user,restrict=on`): the guest is
-    `public_network`.N (default the guide's 192.168.2.N; QEMU's gateway and DNS are
-    moved to .254/.253 out of the nodes' way), and the host reaches it only through
-    `hostfwd=tcp:127.0.0.1:<ssh_base_port+N>-<public ip>:22`. So Node.public_ip is the
-    guest's address on its own user-mode network (what COREOS_PUBLIC_IPV4 says and
-    what the node's own services bind); Node.ssh_host is 127.0.0.1 and Node.ssh_port the
-    forwarded port. Nodes cannot reach each other's public addresses (each user-mode
-    network is private to its VM) and, with restrict=on, guests reach nothing outside.
-  * "private": one L2 segment shared by the cluster's VMs, a QEMU socket netdev on
-    multicast `private_mcast_group:private_mcast_port` with `localaddr=127.0.0.1`, so
-    the frames never leave loopback; fixed MACs 52:54:00:00:02:NN; addresses from
-    `private_network` (default the guide's 10.120.0.N). Two clusters on this host need
-    different `private_mcast_port`s (QEMU cannot notice a shared group).
+  * "public": one L2 segment shared by the cluster's VMs, as a droplet's public network
+    is: a QEMU socket netdev on multicast `public_mcast_group:private_mcast_port` with
+    `localaddr=127.0.0.1`, so the frames never leave loopback; fixed MACs
+    52:54:00:00:01:NN; the guest is `public_network`.N (default the guide's 192.168.2.N),
+    so nodes reach each other's public addresses, as the guide's checks from the master
+    do (the kubelets on 10250).
+  * "private": the same, on `private_mcast_group` (MACs 52:54:00:00:02:NN; default the
+    guide's 10.120.0.N). Two clusters on this host need different `private_mcast_port`s
+    (QEMU cannot notice a shared group).
+  * "management": its OWN user-mode network (`-netdev user`, QEMU's 10.0.2.0/24, the
+    guest at 10.0.2.15 by DHCP; MACs 52:54:00:00:03:NN): the host reaches the VM only
+    through `hostfwd=tcp:127.0.0.1:<ssh_base_port+N>-10.0.2.15:22`, so Node.ssh_host is
+    127.0.0.1 and Node.ssh_port the forwarded port; with `restrict_network` (restrict=on)
+    the guest reaches nothing outside, else this is its way out.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -27,7 +27,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.inventory_sections import QemuSettings
+from helpers.inventory_sections import QEMU_MANAGEMENT_NETWORK, QemuSettings
 from helpers.providers.base import ProviderError
 from helpers.providers.processes import read_text
 
@@ -55,6 +55,10 @@ class VMPlan:
         return f"52:54:00:00:02:{self.index:02x}"
 
     @property
+    def management_mac(self) -> str:
+        return f"52:54:00:00:03:{self.index:02x}"
+
+    @property
     def disk(self) -> Path:
         return self.dir / "disk.qcow2"
 
@@ -67,17 +71,14 @@ class VMPlan:
         return self.dir / "qmp.sock"
 
 
-def user_net_addresses(network: ipaddress.IPv4Network) -> tuple[str, str]:
-    """QEMU's own addresses on a node's user-mode network: gateway .254, DNS .253."""
-    return str(network.broadcast_address - 1), str(network.broadcast_address - 2)
+MANAGEMENT_GUEST = str(QEMU_MANAGEMENT_NETWORK[15])    # QEMU's first DHCP address
 
 
 def qemu_command(plan: VMPlan, settings: QemuSettings, accel: str, base_format: str,
                  config_arg: str) -> list[str]:
     """The full command line of one VM (daemonized; see the module doc)."""
-    net = settings.public_network
-    gateway, dns = user_net_addresses(net)
     restrict = "on" if settings.restrict_network else "off"
+    port = settings.private_mcast_port
     cmd = [QEMU, "-name", f"{settings.prefix}-{plan.name}", "-nodefaults", "-display", "none",
            "-daemonize", "-pidfile", str(plan.pid_file), "-machine", "pc",
            "-m", str(settings.memory_mb), "-smp", str(settings.cpus)]
@@ -96,14 +97,17 @@ def qemu_command(plan: VMPlan, settings: QemuSettings, accel: str, base_format: 
         "-device", "virtio-blk-pci,drive=disk0,addr=0x2",
         "-chardev", f"file,id=console0,path={plan.console},append=on",
         "-serial", "chardev:console0",
-        "-netdev", (f"user,id=public,net={net},host={gateway},dns={dns},"
-                    f"dhcpstart={plan.public_ip},ipv6=off,restrict={restrict},"
-                    f"hostfwd=tcp:127.0.0.1:{plan.ssh_port}-{plan.public_ip}:22"),
+        "-netdev", (f"socket,id=public,mcast={settings.public_mcast_group}:{port},"
+                    "localaddr=127.0.0.1"),
         "-device", f"virtio-net-pci,netdev=public,mac={plan.public_mac},addr=0x3",
-        "-netdev", (f"socket,id=private,mcast={settings.private_mcast_group}:"
-                    f"{settings.private_mcast_port},localaddr=127.0.0.1"),
+        "-netdev", (f"socket,id=private,mcast={settings.private_mcast_group}:{port},"
+                    "localaddr=127.0.0.1"),
         "-device", f"virtio-net-pci,netdev=private,mac={plan.private_mac},addr=0x4",
         "-device", "virtio-rng-pci,addr=0x5",
+        "-netdev", (f"user,id=management,net={QEMU_MANAGEMENT_NETWORK},"
+                    f"dhcpstart={MANAGEMENT_GUEST},ipv6=off,restrict={restrict},"
+                    f"hostfwd=tcp:127.0.0.1:{plan.ssh_port}-{MANAGEMENT_GUEST}:22"),
+        "-device", f"virtio-net-pci,netdev=management,mac={plan.management_mac},addr=0x6",
         "-qmp", f"unix:{plan.qmp},server=on,wait=off",
         "-fw_cfg", config_arg,
     ]

@@ -180,6 +180,7 @@ def test_each_vm_is_the_guides_host(qemu_cluster, connections):
         index = int(node.name[-1])
         assert by_mac[f"52:54:00:00:01:{index:02x}"] == [f"{node.public_ip}/24"]
         assert by_mac[f"52:54:00:00:02:{index:02x}"] == [f"{node.private_ip}/24"]
+        assert by_mac[f"52:54:00:00:03:{index:02x}"] == ["10.0.2.15/24"]   # the SSH forward's
         assert run(conn, "true", sudo=True).ok, f"{node.name}: core has no passwordless sudo"
         # the guide's units Require etcd.service: here it is Flatcar's etcd, by its alias
         assert run(conn, "systemctl show -p Id,ActiveState etcd.service").stdout.split() == [
@@ -190,24 +191,27 @@ def test_each_vm_is_the_guides_host(qemu_cluster, connections):
                                                          "192.168.2.3"]
 
 
-def test_the_private_segment_connects_the_vms(qemu_cluster, connections):
+@pytest.mark.parametrize("side", ["public_ip", "private_ip"])
+def test_both_segments_connect_the_vms(qemu_cluster, connections, side):
+    """The guide's two networks: the master reaches the minions' kubelets on their public
+    addresses, flannel and etcd talk over the private ones."""
     master = connections["coreos-1"]
     for other in qemu_cluster.minions:
-        ping = run(master, f"ping -c 3 -i 0.3 -W 3 {other.private_ip}")
+        ping = run(master, f"ping -c 3 -i 0.3 -W 3 {getattr(other, side)}")
         assert ping.ok, str(ping)
-    back = run(connections["coreos-3"], "ping -c 2 -W 3 10.120.0.1")
+    back = run(connections["coreos-3"], f"ping -c 2 -W 3 {getattr(qemu_cluster.master, side)}")
     assert back.ok, str(back)
 
 
 def test_guests_cannot_reach_out_of_their_user_network(qemu_cluster, connections):
     """restrict=on: not even the host answers (a listener on the host's loopback, which
-    QEMU's gateway address would otherwise lead to)."""
+    QEMU's gateway address on the management network, 10.0.2.2, would otherwise lead to)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
         attempt = run(connections["coreos-2"],
-                      f"timeout 5 bash -c 'echo > /dev/tcp/192.168.2.254/{port}' && echo reached")
+                      f"timeout 5 bash -c 'echo > /dev/tcp/10.0.2.2/{port}' && echo reached")
         assert "reached" not in attempt.stdout and not attempt.ok
 
 
