@@ -69,7 +69,15 @@ def rereadable(node: Node, cluster: Cluster, guide: dict, plan: Plan) -> tuple[s
                  if (probe := plan.probe_of(name)) is not None and probe.rereadable)
 
 
-def _http_block(fetches: dict[str, Http]) -> str:
+def section_bound(timeout: float) -> int:
+    """Each section's bound: PER_SECTION_TIMEOUT, or a third of the whole script's bound
+    (ssh.command_timeout) when that is longer: a platform slow enough to need a raised
+    command timeout (an emulated CPU starts a container in tens of seconds) needs longer
+    sections too."""
+    return max(PER_SECTION_TIMEOUT, int(timeout // 3))
+
+
+def _http_block(fetches: dict[str, Http], bound: int) -> str:
     """One curl for every HTTP section (a curl process costs a node more CPU than the
     request), all requests at once where curl has --parallel (7.66+), so a node whose
     services do not answer costs one HTTP_TIMEOUT, not one per request. Each answer is
@@ -79,7 +87,7 @@ def _http_block(fetches: dict[str, Http]) -> str:
     lines = ["d=$(mktemp -d)",
              "P=$(curl --parallel --parallel-immediate -V >/dev/null 2>&1 && "
              "echo '--parallel --parallel-immediate')",
-             f"timeout -s KILL {PER_SECTION_TIMEOUT} curl $P -s -m {HTTP_TIMEOUT} "
+             f"timeout -s KILL {bound} curl $P -s -m {HTTP_TIMEOUT} "
              f"-w '%{{http_code}} %{{filename_effective}}\\n' {args} >$d/codes 2>/dev/null"]
     for i, name in enumerate(names):
         lines.append(f"echo '{MARK}{name}'; c=$(sed -n \"s|^\\([0-9]*\\) $d/{i}\\$|\\1|p\" "
@@ -102,19 +110,19 @@ def _probe_start(probe: str) -> str:
             "&& echo \"pid $1\" && echo \"mac $2\"")
 
 
-def _section(name: str, command: str) -> str:
+def _section(name: str, command: str, bound: int) -> str:
     # the newline before the rc mark ends output that has none (curl's status code);
     # SIGKILL at the deadline: a docker client forwards SIGTERM and keeps printing
     # into the next section
-    return (f"echo '{MARK}{name}'; timeout -s KILL {PER_SECTION_TIMEOUT} sh -c "
+    return (f"echo '{MARK}{name}'; timeout -s KILL {bound} sh -c "
             f"{shlex.quote(command)} 2>&1; printf '\\n{MARK}rc %s\\n' $?")
 
 
-def _in_background(sections: dict[str, str], foreground: list[str]) -> list[str]:
+def _in_background(sections: dict[str, str], foreground: list[str], bound: int) -> list[str]:
     """Sections that mostly wait (a container start) run while the others do; their
     output is printed, as sections, once the others are done."""
     start = ["b=$(mktemp -d)"] + [
-        f"(timeout -s KILL {PER_SECTION_TIMEOUT} sh -c {shlex.quote(command)} >$b/{i} 2>&1; "
+        f"(timeout -s KILL {bound} sh -c {shlex.quote(command)} >$b/{i} 2>&1; "
         f"echo $? >$b/{i}.rc) &" for i, command in enumerate(sections.values())]
     collect = ["wait"] + [
         f"echo '{MARK}{name}'; cat $b/{i}; printf '\\n{MARK}rc %s\\n' \"$(cat $b/{i}.rc)\""
@@ -123,9 +131,10 @@ def _in_background(sections: dict[str, str], foreground: list[str]) -> list[str]
 
 
 def script(node: Node, cluster: Cluster, guide: dict, plan: Plan, probe: str | None = None,
-           only: tuple[str, ...] = ()) -> str:
+           only: tuple[str, ...] = (), bound: int = PER_SECTION_TIMEOUT) -> str:
     """The facts script for the plan's probes; `probe`: the data plane's container to
-    start; `only`: just these sections (a re-read of a few answers)."""
+    start; `only`: just these sections (a re-read of a few answers); `bound`: seconds
+    each section may take."""
     parts, fetches, background = [], {}, {}
     sections = plan.sections(node, cluster, guide)
     if probe and PROBE_CONTAINER in plan:
@@ -136,11 +145,11 @@ def script(node: Node, cluster: Cluster, guide: dict, plan: Plan, probe: str | N
         if isinstance(command, Http):
             fetches[name] = command
         else:
-            parts.append(_section(name, command))
+            parts.append(_section(name, command, bound))
     if fetches:
-        parts.append(_http_block(fetches))
+        parts.append(_http_block(fetches, bound))
     if background and (not only or PROBE_CONTAINER in only):
-        parts = _in_background(background, parts)
+        parts = _in_background(background, parts, bound)
     return "\n".join(parts)
 
 
@@ -175,7 +184,8 @@ def gather(connection, node: Node, cluster: Cluster, guide: dict, timeout: float
     """One node's facts in one round trip; an unreadable node raises FactsError."""
     from helpers.ssh import SSHError
     try:
-        result = connection.run(script(node, cluster, guide, plan, probe, only), sudo=True,
+        result = connection.run(script(node, cluster, guide, plan, probe, only,
+                                       section_bound(timeout)), sudo=True,
                                 timeout=timeout, label="the facts script")
     except SSHError as exc:
         raise FactsError(str(exc)) from None

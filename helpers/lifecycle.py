@@ -261,7 +261,8 @@ class ClusterLifecycle:
         if with_workload:
             with self.steps.step("beyond the guide: a pod on every node, pinging the others"):
                 try:
-                    work = workload.run(self.cluster, connections, guide, timeout)
+                    work = workload.run(self.cluster, connections, guide, timeout,
+                                        workload.deadline_for(timeout))
                 except SSHError as exc:   # the workload checks report it
                     work = {self.cluster.master.name: {"pods_created": f"not run: {exc}"}}
         rounds = "3 rounds" if node_facts.PROBE_CONTAINER in self.plan else "1 round"

@@ -31,6 +31,12 @@ HOST_PORT = 28207          # shared by every pod: one pod per minion
 CONTAINER_PORT = 7
 RUN_SECONDS = 600          # the pod's own bound: an interrupted run's pods end by themselves
 DEADLINE = 45              # the kubelets sync every 10 s; pods run within ~15 s here
+
+
+def deadline_for(timeout: float) -> float:
+    """DEADLINE, or three quarters of ssh.command_timeout when that is raised (a slow
+    platform: under an emulated CPU a pod's containers start in about a minute)."""
+    return max(DEADLINE, 0.75 * timeout)
 POLL = 3
 # what run() hands over as facts sections (the checks declare these, as any probe)
 PODS = Probe("pods", master_only=True, rereadable=False)

@@ -40,7 +40,11 @@ def inventory(tmp: Path, image) -> Path:
                  "memory_mb": 1536, "cpus": 1, "accel": "auto", "prefix": PREFIX,
                  "ssh_base_port": 22360, "private_mcast_port": 22359,
                  "boot_timeout": 900, "cache_dir": str(CACHE_DIR), "work_dir": str(WORK_DIR),
-                 "kernel_append": "root=/dev/vda rw console=ttyS0 mitigations=off"},
+                 # apparmor=0: Debian's kernel enables AppArmor, and Docker then refuses to
+                 # start containers without apparmor_parser; Flatcar runs no AppArmor
+                 "kernel_append": "root=/dev/vda rw console=ttyS0 mitigations=off apparmor=0"},
+        # the facts script's 43 probes take minutes on an emulated CPU (60 s is the default)
+        "ssh": {"command_timeout": 300},
         "artifacts": {"build": True},
         "bootstrap": {"enabled": True, "ship": "all", "settle_timeout": 900},
         "deviations": {**local["deviations"], "docker_storage_flag": "-s overlay2"},
