@@ -86,24 +86,28 @@ def start_in_namespace(ns: str, data: dict, directory: Path) -> subprocess.Popen
     source = directory / "metadata.json"
     source.write_text(json.dumps(data))
     source.chmod(0o600)   # user_data carries the run's host private key
+    return start_service(ns, "tests.droplet_metadata", [str(source)],
+                         f"http://{METADATA_IP}/metadata/v1/hostname", directory / "metadata.log",
+                         "metadata service")
+
+
+def start_service(ns: str, module: str, args: list[str], url: str, log: Path,
+                  what: str) -> subprocess.Popen:
+    """`python3 -m module args` inside namespace `ns`, its stderr in `log`; returns once
+    `url` answers there (within 10 s), else ends it and says why."""
     process = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.droplet_metadata", str(source)],
+        ["ip", "netns", "exec", ns, sys.executable, "-m", module, *args],
         cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=open(directory / "metadata.log", "ab"),
-        start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=open(log, "ab"), start_new_session=True)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         probe = subprocess.run(["ip", "netns", "exec", ns, "curl", "-fsS", "--max-time", "1",
-                                f"http://{METADATA_IP}/metadata/v1/hostname"],
-                               capture_output=True, text=True)
+                                url], capture_output=True)
         if probe.returncode == 0:
             return process
-        if process.poll() is not None:
-            break
         time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"metadata service in {ns} did not answer: "
-                       f"{(directory / 'metadata.log').read_text()[-300:]}")
+    raise RuntimeError(f"{what} in {ns} did not answer: {log.read_text()[-300:]}")
 
 
 def confirm_inside(ns: str) -> None:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -100,22 +99,10 @@ class _Handler(BaseHTTPRequestHandler):
 def start_in_namespace(ns: str, busybox_tar: Path, log: Path) -> subprocess.Popen:
     """The registry for namespace `ns` (whose loopback already holds METADATA_IP, see
     tests/droplet_metadata.py); waits until it answers."""
-    from tests.droplet_metadata import confirm_inside
+    from tests.droplet_metadata import confirm_inside, start_service
     confirm_inside(ns)
-    process = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.droplet_registry",
-         str(busybox_tar)],
-        cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=open(log, "ab"), start_new_session=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
-        probe = subprocess.run(["ip", "netns", "exec", ns, "curl", "-fsS", "--max-time", "1",
-                                f"{MIRROR}/v2/"], capture_output=True)
-        if probe.returncode == 0:
-            return process
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"registry in {ns} did not answer: {log.read_text()[-300:]}")
+    return start_service(ns, "tests.droplet_registry", [str(busybox_tar)], f"{MIRROR}/v2/",
+                         log, "registry")
 
 
 def serve(busybox_tar: Path, address: str = LINK_LOCAL) -> None:

@@ -51,6 +51,7 @@ class Machine:
         self.droplet = droplet
         self.ready = threading.Event()
         self.error = ""
+        self.seconds: float | None = None     # to running, once booted
         self.thread: threading.Thread | None = None
 
     @property
@@ -77,7 +78,6 @@ class SimulatedCloud:
         self._lock = threading.Lock()
         self.machines: list[Machine] = []      # up, or booting
         self.booted: list[Machine] = []        # every one launched, for the tests to read
-        self.boot_seconds: list[float] = []
 
     # -- life ---------------------------------------------------------------------------
     def start(self) -> Self:
@@ -145,13 +145,18 @@ class SimulatedCloud:
                 raise RuntimeError(CLOUD_CONFIG_REFUSED)
             machine.droplet.boot(user_data)
             netns.confirm_route(machine.public_ip, self.bridges[0])
-            self.boot_seconds.append(round(time.monotonic() - started, 1))
+            machine.seconds = round(time.monotonic() - started, 1)
         except Exception as exc:  # noqa: BLE001 - reported as the droplet's state
             machine.error = " ".join(str(exc).split())[:300] or type(exc).__name__
             log.error("simulated droplet %s failed to boot: %s", machine.droplet.plan.name,
                       machine.error)
         finally:
             machine.ready.set()
+
+    @property
+    def boot_seconds(self) -> list[float]:
+        """How long each droplet that came up took to run."""
+        return [m.seconds for m in self.booted if m.seconds is not None]
 
     # -- leftovers ------------------------------------------------------------------------
     def droplet_prefixes(self) -> list[str]:
